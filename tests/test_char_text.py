@@ -1,0 +1,114 @@
+"""Character data: reading, vocabulary, and the truncated-BPTT batch layout."""
+
+import gzip
+
+import pytest
+import torch
+
+from datamodules.char_text import CharTextDataModule, CharVocab, StreamLoader, read_text
+from zoo.errors import DataError
+
+
+def test_windows_continue_each_stream_across_batches():
+    ids = torch.arange(1, 203)  # 202 "characters"
+    loader = StreamLoader(ids, batch_size=4, seq_len=10, drop_last=True)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 5  # stream length (201 // 4 = 50) / 10
+    for (x0, y0), (x1, _) in zip(batches, batches[1:]):
+        assert x0.shape == (4, 10)
+        torch.testing.assert_close(y0[:, :-1], x0[:, 1:])  # targets are the next characters
+        torch.testing.assert_close(x1[:, 0], y0[:, -1])  # batch i + 1 starts where i ended
+    # stream s is one contiguous stretch of the corpus
+    stream1 = torch.cat([x[1] for x, _ in batches])
+    torch.testing.assert_close(stream1, ids[50:100])
+
+
+def test_ranks_split_streams_like_one_big_batch():
+    ids = torch.arange(1000)
+    single = list(StreamLoader(ids, batch_size=6, seq_len=7, drop_last=False))
+    per_rank = [
+        list(StreamLoader(ids, 3, 7, rank=r, world_size=2, drop_last=False)) for r in (0, 1)
+    ]
+    assert len(single) == len(per_rank[0]) == len(per_rank[1])
+    for i, (x, y) in enumerate(single):
+        torch.testing.assert_close(torch.cat([per_rank[0][i][0], per_rank[1][i][0]]), x)
+        torch.testing.assert_close(torch.cat([per_rank[0][i][1], per_rank[1][i][1]]), y)
+
+
+def test_evaluation_scores_every_character_once():
+    ids = torch.arange(1001)
+    loader = StreamLoader(ids, batch_size=4, seq_len=32, drop_last=False)
+    targets = torch.cat([y.flatten() for _, y in loader])
+    torch.testing.assert_close(targets.sort().values, torch.arange(1, 1001))
+
+
+def test_loader_resumes_from_saved_position():
+    ids = torch.arange(500)
+    loader = StreamLoader(ids, 2, 10, consumed=lambda: 7)
+    assert loader.state_dict() == {"position": 7}
+    fresh = StreamLoader(ids, 2, 10)
+    fresh.load_state_dict({"position": 7})
+    first = next(iter(fresh))[0]
+    torch.testing.assert_close(first, list(StreamLoader(ids, 2, 10))[7][0])
+    assert len(list(fresh)) == len(fresh)  # the next epoch starts from 0 again
+    fresh.load_state_dict({"position": len(fresh)})  # saved at an epoch's end
+    assert len(list(fresh)) == len(fresh)
+
+
+def test_vocab_comes_from_training_split_only(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abab" * 50 + "zzzz" * 5, encoding="utf-8")
+    dm = CharTextDataModule(
+        [str(path)], batch_size=2, seq_len=4, val_fraction=0.1, test_fraction=0.05
+    )
+    assert dm.vocab.chars[1:] == ["a", "b"]
+    assert set(dm.split("val").tolist()) == {0}  # "z" was never seen in training
+
+
+def test_vocab_encode_decode_and_strict():
+    vocab = CharVocab.from_points(torch.tensor([ord(c) for c in "hello wörld"]).numpy())
+    ids = vocab.encode("wörld")
+    assert vocab.decode(ids) == "wörld"
+    with pytest.raises(ValueError, match="'Z'"):
+        vocab.encode("Zoo", strict=True)
+
+
+def test_gzip_and_multiple_files(tmp_path):
+    a, b = tmp_path / "a.txt.gz", tmp_path / "b.txt"
+    a.write_bytes(gzip.compress(b"first part\n"))
+    b.write_text("second part\n", encoding="utf-8")
+    dm = CharTextDataModule([str(a), str(b)], val_fraction=0, test_fraction=0)
+    assert dm.vocab.decode(dm.split("train")) == "first part\nsecond part\n"
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty"),
+        (b"  \n", "empty"),
+        (b"\x00\x01\x02binary\x00", "binary"),
+        (b"caf\xe9 latin-1", "not UTF-8 .*offset 3"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path, content, match):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match) as err:
+        read_text(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_text(tmp_path / "nope.txt")
+    with pytest.raises(DataError, match="is a directory"):
+        read_text(tmp_path)
+
+
+def test_corpus_shorter_than_one_batch(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("tiny corpus", encoding="utf-8")
+    dm = CharTextDataModule([str(path)], batch_size=8, seq_len=50)
+    with pytest.raises(DataError, match="too short") as err:
+        dm.train_dataloader()
+    assert "short.txt" in str(err.value)
