@@ -1,0 +1,60 @@
+"""Callbacks shared by the tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+
+class SampleText(pl.Callback):
+    """Sample from a char model at chosen training steps and log the samples as a table.
+
+    The default steps follow the progression Karpathy showed for War and Peace (iterations 100,
+    300, 500, 700, 1200 and 2000): noise, then words, then punctuation and line structure.
+
+    Args:
+        steps: global steps after which to sample.
+        length: characters per sample.
+        prime: text to start from.
+        temperature: softmax temperature.
+        echo: also print each sample to the terminal.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[int] = (100, 300, 500, 700, 1200, 2000),
+        length: int = 200,
+        prime: str = "\n",
+        temperature: float = 0.8,
+        echo: bool = True,
+    ) -> None:
+        self.steps = set(steps)
+        self.length = length
+        self.prime = prime
+        self.temperature = temperature
+        self.echo = echo
+        self.rows: list[list] = []
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step not in self.steps or pl_module.vocab is None:
+            return
+        from zoo.models import generate_text
+
+        text = generate_text(
+            pl_module.model,
+            pl_module.vocab,
+            self.prime,
+            self.length,
+            temperature=self.temperature,
+            seed=step,
+        )
+        self.rows.append([step, text])
+        if self.echo:
+            print(f"\n--- sample at step {step} ---\n{text}\n", flush=True)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_text"):  # W&B: one table that grows as training goes on
+                logger.log_text(key="samples", columns=["step", "text"], data=self.rows, step=step)

@@ -1,0 +1,87 @@
+"""The ``rnn-zoo`` command.
+
+``rnn-zoo fit|validate|test|predict --config RECIPE`` is LightningCLI; the other subcommands
+(``sample``, ``diagnose``, ``prepare``) are small argparse programs. Errors that are the user's to
+fix (:class:`zoo.errors.UserError`) print as one line and exit with status 2; set
+``RNN_ZOO_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+PREPARE = {
+    "shakespeare": "zoo.prepare.shakespeare",
+    "bible": "zoo.prepare.bible",
+    "shapes": "zoo.prepare.shapes",
+    "tuxpaint": "zoo.prepare.tuxpaint",
+}
+USAGE = """usage: rnn-zoo COMMAND [...]
+
+commands:
+  fit | validate | test | predict --config RECIPE.yaml   train / evaluate (LightningCLI)
+  sample --checkpoint PATH [--prime TEXT] ...           generate text from a char model
+  diagnose gradient-flow [--out DIR]                    the vanishing-gradient plot
+  prepare {shakespeare,bible,shapes,tuxpaint} [...]     build the bundled corpora
+
+Run 'rnn-zoo COMMAND --help' for a command's options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    from zoo.errors import UserError
+
+    try:
+        if command in LIGHTNING_COMMANDS:
+            return run_lightning(argv)
+        if command == "sample":
+            from zoo.generate import main as sample_main
+
+            return sample_main(rest)
+        if command == "diagnose":
+            from zoo.diagnostics import main as diagnose_main
+
+            return diagnose_main(rest)
+        if command == "prepare":
+            return run_prepare(rest)
+    except UserError as err:
+        return _fail(err)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        return _fail(f"{err.filename}: {err.strerror}")
+    print(f"rnn-zoo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _fail(message: object) -> int:
+    if os.environ.get("RNN_ZOO_DEBUG"):
+        raise  # noqa: PLE0704 - re-raise the exception being handled
+    print(f"rnn-zoo: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_prepare(argv: list[str]) -> int:
+    if not argv or argv[0] not in PREPARE:
+        print(f"usage: rnn-zoo prepare {{{','.join(PREPARE)}}} [--help]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(PREPARE[argv[0]])
+    return module.main(argv[1:])
+
+
+def run_lightning(argv: list[str]) -> int:
+    """LightningCLI with the task's links (e.g. the data's vocabulary size into the model)."""
+    from zoo.lightning_cli import ZooCLI, find_task_class
+
+    task = find_task_class(argv)
+    ZooCLI(task, args=None if argv == sys.argv[1:] else argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

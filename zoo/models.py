@@ -1,0 +1,135 @@
+"""Plain ``nn.Module`` models, one per task; they run without a Trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zoo.cores import LSTM, CoreFactory, State, build_core
+
+
+class CharRNN(nn.Module):
+    """Character-level language model (Karpathy's char-rnn): embed -> recurrent core -> softmax.
+
+    p(x_{t+1} | x_{<=t}) = softmax(W_hy h_t + b_y), with h_t from the core.
+
+    Args:
+        vocab_size: number of characters.
+        core: builds the recurrent core given its input size (the embedding size), e.g.
+            ``functools.partial(zoo.cores.GRU, hidden_size=512, num_layers=3)``.
+        embedding_dim: size of the character embeddings (char-rnn used one-hot inputs; a learned
+            embedding is the same thing multiplied by a matrix).
+        dropout: on the embeddings and on the core's output (Zaremba et al. 2014).
+        tie_weights: share the embedding matrix with the output layer (Press & Wolf 2017);
+            needs ``core.output_size == embedding_dim``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        core: CoreFactory = LSTM,
+        embedding_dim: int = 64,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.core = core(embedding_dim)
+        if self.core.bidirectional:
+            raise ValueError("a language model reads left to right: use bidirectional: false")
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.core.output_size, vocab_size)
+        if tie_weights:
+            if self.core.output_size != embedding_dim:
+                raise ValueError(
+                    f"tie_weights needs the core's output size ({self.core.output_size}) to equal "
+                    f"embedding_dim ({embedding_dim})"
+                )
+            self.head.weight = self.embedding.weight
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.tie_weights = tie_weights
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """tokens: (B, T) ids -> logits (B, T, V) and the final state."""
+        x = self.drop(self.embedding(tokens))  # (B, T, E)
+        output, state = self.core(x, state)  # (B, T, H)
+        return self.head(self.drop(output)), state
+
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One step for generation: tokens (B,) -> logits (B, V)."""
+        logits, state = self(tokens[:, None], state)
+        return logits[:, 0], state
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able hyperparameters that rebuild this model with :meth:`from_config`."""
+        return {
+            "vocab_size": self.vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "dropout": self.dropout,
+            "tie_weights": self.tie_weights,
+            "core": self.core.config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CharRNN:
+        config = dict(config)
+        core_config = config.pop("core")
+        return cls(core=lambda size: build_core(core_config, size), **config)
+
+
+@torch.no_grad()
+def generate_text(
+    model: CharRNN,
+    vocab,
+    prime: str = "\n",
+    length: int = 500,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    seed: int | None = None,
+) -> str:
+    """Sample ``length`` characters after ``prime`` (which is returned first, as char-rnn does).
+
+    Raises:
+        ValueError: the prime is empty or has characters outside the vocabulary.
+    """
+    from zoo.decoding import sample
+
+    if not prime:
+        raise ValueError("prime text is empty; give at least one character, e.g. a newline")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = vocab.encode(prime, strict=True).to(device)[None]  # (1, P)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    state = None
+    if ids.shape[1] > 1:  # warm the state on all but the last character
+        _, state = model(ids[:, :-1])
+
+    def step(tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        logits, state = model.step(tokens, state)
+        return logits.index_fill(-1, unknown, float("-inf")), state  # never emit <unk>
+
+    unknown = torch.tensor([0], device=device)
+    tokens, _ = sample(
+        step,
+        state,
+        ids[:, -1],
+        length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        generator=generator,
+    )
+    model.train(was_training)
+    return prime + vocab.decode(tokens[0])

@@ -1,0 +1,168 @@
+"""Character-level language modelling with truncated backpropagation through time."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from datamodules.char_text import CharVocab
+from zoo.cores import LSTM, CoreFactory, State, detach_state
+from zoo.errors import DataError
+from zoo.models import CharRNN
+
+LN2 = math.log(2.0)
+
+
+class CharLanguageModel(pl.LightningModule):
+    """Trains :class:`~zoo.models.CharRNN` with truncated BPTT (Williams & Peng 1990).
+
+    Batches are consecutive windows of ``B`` parallel streams (see
+    :class:`datamodules.char_text.StreamLoader`), so the final state of one batch is carried into
+    the next; it is detached between batches, which is what truncates backpropagation to
+    ``seq_len`` steps. The state is reset at the start of every epoch, and saved in checkpoints
+    so that a resumed run continues exactly.
+
+    Evaluation carries its own state over the whole split and reports the mean negative
+    log-likelihood per character in nats (``loss``), perplexity ``exp(loss)`` and bits per
+    character ``loss / ln 2``.
+
+    Args:
+        vocab_size: linked from the data module by the CLI.
+        core: the recurrent core, built with the embedding size as its input size.
+        embedding_dim, dropout, tie_weights: see :class:`~zoo.models.CharRNN`.
+        optimizer: e.g. ``torch.optim.RMSprop`` (char-rnn) or ``torch.optim.Adam``.
+        lr_scheduler: optional; stepped once per epoch unless ``scheduler_interval: step``.
+    """
+
+    #: The CLI feeds the data module's vocabulary size into ``vocab_size``.
+    cli_links = [("data.vocab_size", "vocab_size")]
+
+    def __init__(
+        self,
+        vocab_size: int,
+        core: CoreFactory = LSTM,
+        embedding_dim: int = 64,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        self.model = CharRNN(vocab_size, core, embedding_dim, dropout, tie_weights)
+        # Only JSON-able values go into checkpoints, which load with weights_only=True.
+        self.save_hyperparameters({"task": "char_lm", "model": self.model.config()})
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.vocab: CharVocab | None = None
+        self.val_nll = MeanMetric()
+        self.test_nll = MeanMetric()
+        self._train_state: State | None = None
+        self._eval_state: State | None = None
+        self._resumed = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        vocab = getattr(datamodule, "vocab", None)
+        if vocab is None:
+            return
+        if self.vocab is not None and self.vocab != vocab:  # restored from a checkpoint
+            raise DataError(
+                "the data's vocabulary differs from the checkpoint's: train and evaluate on the "
+                "same corpus (the vocabulary comes from its training split)"
+            )
+        if len(vocab) != self.model.vocab_size:
+            raise DataError(
+                f"model.vocab_size is {self.model.vocab_size} but the data has {len(vocab)} "
+                "characters; let the CLI link it from the data"
+            )
+        self.vocab = vocab
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return self.model(tokens, state)
+
+    def _nll(self, batch: tuple[Tensor, Tensor], state: State | None) -> tuple[Tensor, State]:
+        x, y = batch  # (B, T) inputs and next-character targets
+        logits, state = self.model(x, state)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        return loss, state
+
+    def on_train_epoch_start(self) -> None:
+        if not self._resumed:  # a resumed epoch continues with the checkpoint's state
+            self._train_state = None
+        self._resumed = False
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, state = self._nll(batch, self._train_state)
+        self._train_state = detach_state(state)  # truncate BPTT here
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metric: MeanMetric) -> None:
+        loss, self._eval_state = self._nll(batch, self._eval_state)
+        metric.update(loss, weight=batch[1].numel())
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_state = None
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_nll)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_nll)
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_state = None
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_nll)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_nll)
+
+    def _log_eval(self, split: str, metric: MeanMetric) -> None:
+        nll = metric.compute()  # mean over every character of the split, summed over ranks
+        metric.reset()
+        self.log_dict(
+            {f"{split}/loss": nll, f"{split}/ppl": nll.exp(), f"{split}/bpc": nll / LN2},
+            prog_bar=True,
+            sync_dist=False,  # already reduced by the metric
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.vocab is not None:
+            checkpoint["vocab"] = list(self.vocab.chars)
+        state = self._train_state
+        if state is not None:
+            checkpoint["tbptt_state"] = list(state) if isinstance(state, tuple) else [state]
+        checkpoint["rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "vocab" in checkpoint:
+            self.vocab = CharVocab(checkpoint["vocab"])
+        saved = checkpoint.get("tbptt_state")
+        if saved is not None:
+            self._train_state = tuple(saved) if len(saved) == 2 else saved[0]
+            self._resumed = True
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
