@@ -1,4 +1,4 @@
-"""Plain ``nn.Module`` models, one per task; they run without a Trainer."""
+"""Character-level language model (char-rnn) and text generation from it."""
 
 from __future__ import annotations
 
