@@ -11,7 +11,9 @@ to start batch ``i + 1`` with::
 
 from __future__ import annotations
 
+import glob
 import gzip
+import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -175,12 +177,32 @@ class StreamLoader:
         self._start = position if position < len(self) else 0  # a finished epoch restarts
 
 
+def expand_paths(patterns: Sequence[str]) -> list[str]:
+    """Expand globs; ``stdlib:PATTERN`` globs in this Python's standard library sources.
+
+    ``stdlib:*.py`` is the analogue of Karpathy's Linux-kernel experiment on code that every
+    machine with Python has.
+    """
+    paths = []
+    for pattern in patterns:
+        if pattern.startswith("stdlib:"):
+            pattern = str(Path(sysconfig.get_paths()["stdlib"]) / pattern[len("stdlib:") :])
+        if any(ch in pattern for ch in "*?["):
+            found = sorted(glob.glob(pattern))
+            if not found:
+                raise DataError(f"{pattern}: no file matches this pattern")
+            paths.extend(found)
+        else:
+            paths.append(pattern)
+    return paths
+
+
 class CharTextDataModule(pl.LightningDataModule):
     """One or more UTF-8 text files, split contiguously into train / val / test.
 
     Args:
-        paths: text files (``.gz`` allowed), concatenated in order. Defaults to the bundled
-            Shakespeare corpus.
+        paths: text files (``.gz`` allowed), concatenated in order; globs and ``stdlib:*.py``
+            (see :func:`expand_paths`) are expanded. Defaults to the bundled Shakespeare corpus.
         batch_size: parallel streams per process.
         seq_len: truncated-BPTT window length.
         val_fraction, test_fraction: the last fractions of the corpus, in that order.
@@ -214,7 +236,7 @@ class CharTextDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ data
     def _load(self) -> None:
-        points = np.concatenate([code_points(read_text(p)) for p in self.paths])
+        points = np.concatenate([code_points(read_text(p)) for p in expand_paths(self.paths)])
         n_val = int(len(points) * self.val_fraction)
         n_test = int(len(points) * self.test_fraction)
         n_train = len(points) - n_val - n_test

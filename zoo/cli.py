@@ -79,7 +79,7 @@ def run_lightning(argv: list[str]) -> int:
     from zoo.lightning_cli import ZooCLI, find_task_class
 
     task = find_task_class(argv)
-    ZooCLI(task, args=None if argv == sys.argv[1:] else argv)
+    ZooCLI(task, args=argv)
     return 0
 
 

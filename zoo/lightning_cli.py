@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
+from zoo.checkpoint import AtomicCheckpointIO
 from zoo.errors import UserError
 
 
@@ -76,6 +78,8 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, task: type[pl.LightningModule] | None, args: list[str]) -> None:
         self.task = task
+        # args may equal sys.argv[1:] (the console script); that is intended, not a mistake.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
             super().__init__(
                 pl.LightningModule,
@@ -92,6 +96,11 @@ class ZooCLI(LightningCLI):
             message = " ".join(str(err).split())
             raise UserError(f"{configs}: {message}") from None
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would re-apply the checkpoint's hyper_parameters as __init__ arguments; ours
+        # are the model's JSON config (for safe loading), and the recipe stays the source of truth.
+        return
+
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in getattr(self.task, "cli_links", ()):
             parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
@@ -102,4 +111,6 @@ class ZooCLI(LightningCLI):
         listed = list(config.get("callbacks") or []) + list(callbacks)
         if wanted and not any(isinstance(cb, ProgressBar) for cb in listed):
             callbacks = [*callbacks, RichProgressBar()]
+        if not config.get("plugins"):
+            config["plugins"] = [AtomicCheckpointIO()]
         return super()._instantiate_trainer(config, callbacks)

@@ -66,7 +66,6 @@ class CharLanguageModel(pl.LightningModule):
         self.test_nll = MeanMetric()
         self._train_state: State | None = None
         self._eval_state: State | None = None
-        self._resumed = False
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -106,10 +105,16 @@ class CharLanguageModel(pl.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         return loss, state
 
+    def on_train_start(self) -> None:
+        state = self._train_state  # restored from a checkpoint, which loads on the CPU
+        if isinstance(state, tuple):
+            self._train_state = tuple(s.to(self.device) for s in state)
+        elif state is not None:
+            self._train_state = state.to(self.device)
+
     def on_train_epoch_start(self) -> None:
-        if not self._resumed:  # a resumed epoch continues with the checkpoint's state
-            self._train_state = None
-        self._resumed = False
+        # Not called when a run resumes mid-epoch: that epoch goes on with the saved state.
+        self._train_state = None
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, state = self._nll(batch, self._train_state)
@@ -163,6 +168,5 @@ class CharLanguageModel(pl.LightningModule):
         saved = checkpoint.get("tbptt_state")
         if saved is not None:
             self._train_state = tuple(saved) if len(saved) == 2 else saved[0]
-            self._resumed = True
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])

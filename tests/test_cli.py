@@ -1,0 +1,107 @@
+"""The ``rnn-zoo`` command: recipes, data parallelism, and one-line errors for bad input."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "recipes" / "char_lm" / "tiny.yaml")
+
+
+def _run_cli(*args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "zoo.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _last_val_bpc(log_dir: Path) -> float:
+    rows = list(csv.DictReader(open(next(log_dir.rglob("metrics.csv")))))
+    return float([r for r in rows if r.get("val/bpc")][-1]["val/bpc"])
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    """2 ranks x 4 streams == 1 process x 8 streams: same data, same mean loss, same val/bpc."""
+    results = {}
+    for name, extra in {
+        "single": ["--data.batch_size", "8"],
+        "ddp": ["--data.batch_size", "4", "--trainer.strategy", "ddp", "--trainer.devices", "2"],
+    }.items():
+        out = tmp_path / name
+        proc = _run_cli(
+            "fit", "--config", TINY, *extra,
+            "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(out),
+            "--trainer.default_root_dir", str(out), cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = _last_val_bpc(out)
+    assert results["single"] < 5.5  # it trained
+    assert results["ddp"] == pytest.approx(results["single"], rel=1e-4)
+
+
+def _error_line(capsys, *argv):
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnn-zoo: error:"), err
+    return err[0]
+
+
+def test_misspelt_recipe_key_names_the_recipe(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(TINY).read_text().replace("hidden_size", "hiden_size"))
+    line = _error_line(capsys, "fit", "--config", str(bad))
+    assert "bad.yaml" in line and "hiden_size" in line
+
+
+def test_missing_recipe_and_missing_data(tmp_path, capsys):
+    assert "nope.yaml" in _error_line(capsys, "fit", "--config", str(tmp_path / "nope.yaml"))
+    line = _error_line(
+        capsys, "fit", "--config", TINY, "--data.paths", f"[{tmp_path / 'missing.txt'}]"
+    )
+    assert "missing.txt: no such file" in line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [(b"", "empty"), (b"\xff\xfe\x00\x00binary\x00\x00", "binary"), (b"x" * 50, "too short")],
+)
+def test_bad_corpus_is_one_line(tmp_path, capsys, content, match):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    line = _error_line(
+        capsys, "fit", "--config", TINY, "--data.paths", f"[{path}]",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert "corpus.txt" in line and match in line
+
+
+def test_sample_rejects_non_checkpoints_and_foreign_prime(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert "not a PyTorch checkpoint" in _error_line(capsys, "sample", "--checkpoint", str(text))
+    assert "no such checkpoint" in _error_line(capsys, "sample", "--checkpoint", "nope.ckpt")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"task": "translation"}}, other)
+    assert "translation checkpoint" in _error_line(capsys, "sample", "--checkpoint", str(other))
+
+
+def test_fit_then_sample_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([
+        "fit", "--config", TINY, "--trainer.enable_checkpointing", "true",
+        "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
+    ]) == 0  # fmt: skip
+    ckpt = next(run.rglob("*.ckpt"))
+    assert main(["sample", "--checkpoint", str(ckpt), "--prime", "ROMEO:", "--length", "40",
+                 "--seed", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "ROMEO:" in out
+    line = _error_line(capsys, "sample", "--checkpoint", str(ckpt), "--prime", "日本")
+    assert "not in the model's vocabulary" in line and "日" in line
