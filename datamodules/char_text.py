@@ -286,3 +286,6 @@ class CharTextDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> StreamLoader:
         return self._loader("test", self.eval_batch_size, False)
+
+    def predict_dataloader(self) -> StreamLoader:
+        return self._loader("test", self.eval_batch_size, False)

@@ -2,6 +2,7 @@
 
 import functools
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -124,3 +125,22 @@ def test_checkpoint_samples_and_keeps_vocab(tmp_path):
         logits, state = model.step(ids[-1:], state)
         ids = torch.cat([ids, logits.argmax(-1)])
     assert greedy == vocab.decode(ids)
+
+
+def test_predict_gives_bits_per_character_matching_test_bpc(tmp_path):
+    pl.seed_everything(0)
+    dm = CharTextDataModule(batch_size=8, seq_len=32, eval_batch_size=4)
+    task = _task(dm)
+    trainer = _trainer(
+        tmp_path,
+        10,
+        limit_val_batches=0,
+        limit_test_batches=6,
+        limit_predict_batches=6,
+        enable_checkpointing=False,
+    )
+    trainer.fit(task, dm)
+    bpc = trainer.test(task, dm, verbose=False)[0]["test/bpc"]
+    bits = torch.cat([b.flatten() for b in trainer.predict(task, dm)])
+    assert bits.shape == (6 * 4 * 32,)
+    assert bits.mean().item() == pytest.approx(bpc, rel=1e-5)

@@ -8,11 +8,14 @@ fix (:class:`zoo.errors.UserError`) print as one line and exit with status 2; se
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PREPARE = {
     "shakespeare": "zoo.prepare.shakespeare",
     "bible": "zoo.prepare.bible",
@@ -26,6 +29,9 @@ commands:
   sample --checkpoint PATH [--prime TEXT] ...           generate text from a char model
   diagnose gradient-flow [--out DIR]                    the vanishing-gradient plot
   prepare {shakespeare,bible,shapes,tuxpaint} [...]     build the bundled corpora
+  pretrained list | info NAME | download NAME            published weights
+  export --checkpoint RUN.ckpt --name NAME              a checkpoint -> safetensors + entry
+  demo                                                  train the demo char model, then sample
 
 Run 'rnn-zoo COMMAND --help' for a command's options."""
 
@@ -51,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
             return diagnose_main(rest)
         if command == "prepare":
             return run_prepare(rest)
+        if command == "pretrained":
+            from zoo.hub import pretrained_main
+
+            return pretrained_main(rest)
+        if command == "export":
+            from zoo.hub import export_main
+
+            return export_main(rest)
+        if command == "demo":
+            return run_demo(rest)
     except UserError as err:
         return _fail(err)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
@@ -72,6 +88,37 @@ def run_prepare(argv: list[str]) -> int:
         return 2
     module = importlib.import_module(PREPARE[argv[0]])
     return module.main(argv[1:])
+
+
+def run_demo(argv: list[str]) -> int:
+    """Train the demo recipe (about 5 minutes on 2 CPU cores), report val/bpc, then sample."""
+    parser = argparse.ArgumentParser(prog="rnn-zoo demo", description=run_demo.__doc__)
+    parser.add_argument("--recipe", type=Path, default=RECIPES / "char_lm" / "demo.yaml")
+    parser.add_argument("--max-time", default=None, help="DD:HH:MM:SS, overrides the recipe")
+    parser.add_argument("--prime", default="\n")
+    parser.add_argument("--length", type=int, default=600)
+    args = parser.parse_args(argv)
+    recipe = ["--config", str(args.recipe)]
+    extra = ["--trainer.max_time", args.max_time] if args.max_time else []
+    run_lightning(["fit", *recipe, *extra])
+    checkpoint = Path("runs/char_lm/demo/checkpoints/last.ckpt")
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    run_lightning(["validate", *recipe, "--ckpt_path", str(checkpoint), *quiet])
+    from zoo.generate import main as sample_main
+
+    print(f"\n--- 600 characters sampled from {checkpoint} (temperature 0.8) ---")
+    return sample_main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--prime",
+            args.prime,
+            "--length",
+            str(args.length),
+            "--seed",
+            "0",
+        ]
+    )
 
 
 def run_lightning(argv: list[str]) -> int:

@@ -76,7 +76,9 @@ class ZooCLI(LightningCLI):
     instantiated data module fed into the model's ``__init__``, so recipes never repeat them.
     """
 
-    def __init__(self, task: type[pl.LightningModule] | None, args: list[str]) -> None:
+    def __init__(
+        self, task: type[pl.LightningModule] | None, args: list[str], run: bool = True
+    ) -> None:
         self.task = task
         # args may equal sys.argv[1:] (the console script); that is intended, not a mistake.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -90,6 +92,7 @@ class ZooCLI(LightningCLI):
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"exit_on_error": False},
                 args=args,
+                run=run,
             )
         except ArgumentError as err:
             configs = ", ".join(str(p) for p in _config_paths(args)) or "command line"

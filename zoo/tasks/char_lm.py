@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -85,6 +86,12 @@ class CharLanguageModel(pl.LightningModule):
             )
         self.vocab = vocab
 
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:  # W&B run summaries keep the best value, not the last
+            if isinstance(logger, WandbLogger):
+                for name in ("val/loss", "val/ppl", "val/bpc"):
+                    logger.experiment.define_metric(name, summary="min")
+
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         if self.lr_scheduler is None:
@@ -143,6 +150,15 @@ class CharLanguageModel(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_nll)
+
+    def on_predict_epoch_start(self) -> None:
+        self._eval_state = None
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Bits spent on each character of the predict split: (B, T), the surprisal of the text."""
+        x, y = batch
+        logits, self._eval_state = self.model(x, self._eval_state)
+        return F.cross_entropy(logits.transpose(1, 2).float(), y, reduction="none") / LN2
 
     def _log_eval(self, split: str, metric: MeanMetric) -> None:
         nll = metric.compute()  # mean over every character of the split, summed over ranks
