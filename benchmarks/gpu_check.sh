@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU checks, as one script for a lent GPU machine (run from the repo root):
+#   bash benchmarks/gpu_check.sh        (writes logs and metrics under $OUT)
+# Pure-Python dependencies the GPU machine lacks may be carried in .gpu/site.
+set -u
+export PYTHONPATH="$PWD:$PWD/.gpu/site:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+OUT=${OUT:-/tmp/rnn-zoo-gpu}; mkdir -p "$OUT"
+TINY="fit --config recipes/char_lm/tiny.yaml --trainer.accelerator gpu --trainer.enable_progress_bar false"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'lightning', pl.__version__)"
+echo "=== 1. explicit backend == fused (cuDNN) on the GPU"
+timeout 120 python benchmarks/gpu_equivalence.py
+echo "=== 2. fwd+bwd time per core on the GPU (cuDNN vs explicit)"
+timeout 150 python benchmarks/cores.py --device cuda --batch 64 --hidden 512 --repeats 20
+for run in fp32:32-true bf16:bf16-mixed; do
+  name=${run%%:*}; precision=${run#*:}
+  echo "=== 3. tiny recipe, precision $precision, 300 steps"
+  timeout 120 python -m zoo.cli $TINY --trainer.precision "$precision" --trainer.max_steps 300 \
+    --trainer.val_check_interval 300 --trainer.logger CSVLogger --trainer.logger.save_dir "$OUT/$name"
+  tail -n 2 "$(find "$OUT/$name" -name metrics.csv | head -1)"
+done
+echo "=== 4. DDP on one GPU (nccl)"
+timeout 120 python -m zoo.cli $TINY --trainer.strategy ddp --trainer.devices 1 --trainer.max_steps 50 \
+  --trainer.val_check_interval 50 --trainer.logger CSVLogger --trainer.logger.save_dir "$OUT/ddp"
+tail -n 2 "$(find "$OUT/ddp" -name metrics.csv | head -1)"
+echo "=== 5. Lightning task vs plain PyTorch loop on the GPU"
+timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 --batch 64 --steps 100
