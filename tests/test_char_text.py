@@ -57,9 +57,9 @@ def test_loader_resumes_from_saved_position():
 
 def test_vocab_comes_from_training_split_only(tmp_path):
     path = tmp_path / "c.txt"
-    path.write_text("abab" * 50 + "zzzz" * 5, encoding="utf-8")
+    path.write_text("abab" * 50 + "z" * 50, encoding="utf-8")  # train = the first 200
     dm = CharTextDataModule(
-        [str(path)], batch_size=2, seq_len=4, val_fraction=0.1, test_fraction=0.05
+        [str(path)], batch_size=2, seq_len=4, val_fraction=0.1, test_fraction=0.1
     )
     assert dm.vocab.chars[1:] == ["a", "b"]
     assert set(dm.split("val").tolist()) == {0}  # "z" was never seen in training

@@ -255,9 +255,7 @@ class RecurrentCore(nn.Module):
                 inputs = layer_input
                 if direction:
                     inputs = _reverse_time(layer_input, reverse_index)
-                output, final = self._run(
-                    inputs, self._state_at(state, index), index, mask
-                )
+                output, final = self._run(inputs, self._state_at(state, index), index, mask)
                 if direction:
                     output = _reverse_time(output, reverse_index)
                 outputs.append(output)
