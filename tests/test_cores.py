@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from zoo import bptt
 from zoo.cores import GRU, LSTM, RNN, LayerNormLSTM, detach_state, select_state
 
 CELLS = {
@@ -67,6 +68,33 @@ def test_explicit_matches_fused(cell, bidirectional, num_layers, with_lengths):
         assert values_e[0][1, 3:].abs().max() == 0
 
 
+@pytest.fixture
+def eager_bptt_kernels(monkeypatch):
+    """compile=True runs zoo.bptt's written-out BPTT; its maths checked here without compiling."""
+    monkeypatch.setattr(bptt, "COMPILE_KERNELS", False)
+
+
+@pytest.mark.parametrize(
+    "cell,bidirectional,num_layers,with_lengths",
+    list(itertools.product(CELLS, [False, True], [1, 2], [False, True])),
+)
+def test_written_out_bptt_matches_fused(
+    eager_bptt_kernels, cell, bidirectional, num_layers, with_lengths
+):
+    torch.manual_seed(0)
+    kwargs = dict(input_size=5, hidden_size=6, num_layers=num_layers, bidirectional=bidirectional)
+    fused = CELLS[cell](**kwargs).double()
+    manual = CELLS[cell](backend="explicit", compile=True, **kwargs).double()
+    manual.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 2 * bptt.CHUNK + 3, 5, dtype=torch.double)  # several chunks and a rest
+    lengths = torch.tensor([x.shape[1], 3, 1, bptt.CHUNK + 1]) if with_lengths else None
+    state = _random_state(fused, 4)
+    values_f, grads_f = _run(fused, x, state, lengths)
+    values_m, grads_m = _run(manual, x, state, lengths)
+    for a, b in zip(values_f + grads_f, values_m + grads_m):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 def test_lstm_forget_bias_in_both_backends():
     for backend in ("fused", "explicit"):
         core = LSTM(3, 8, num_layers=2, bidirectional=True, forget_bias=1.0, backend=backend)
@@ -125,10 +153,25 @@ def test_layer_norm_lstm_refuses_fused_backend():
         LayerNormLSTM(3, 4, backend="fused")
 
 
-def test_compiled_explicit_matches_eager():
+def test_compiled_lstm_matches_eager_with_gradients():
+    """The real torch.compile path, once: fused kernels give the same numbers."""
     torch.manual_seed(0)
     eager = LSTM(3, 5, backend="explicit")
     compiled = LSTM(3, 5, backend="explicit", compile=True)
     compiled.load_state_dict(eager.state_dict())
-    x = torch.randn(2, 4, 3)
+    x = torch.randn(2, bptt.CHUNK, 3)  # one chunk: one program to compile each way
+    lengths = torch.tensor([bptt.CHUNK, 4])
+    state = _random_state(eager, 2)
+    values_e, grads_e = _run(eager, x, state, lengths)
+    values_c, grads_c = _run(compiled, x, state, lengths)
+    for a, b in zip(values_e + grads_e, values_c + grads_c):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_layer_norm_lstm_compiles_its_whole_loop():
+    torch.manual_seed(0)
+    eager = LayerNormLSTM(3, 4)
+    compiled = LayerNormLSTM(3, 4, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 3)
     torch.testing.assert_close(compiled(x)[0], eager(x)[0], atol=1e-5, rtol=1e-5)

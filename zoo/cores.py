@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from zoo import bptt
+
 State = Tensor | tuple[Tensor, Tensor]
 Backend = Literal["fused", "explicit"]
 
@@ -61,8 +63,10 @@ class RecurrentCore(nn.Module):
         bidirectional: run a second stack right-to-left and concatenate the outputs.
         backend: ``"fused"`` (cuDNN / oneDNN kernels) or ``"explicit"`` (the equations step by
             step, in Python).
-        compile: compile the explicit backend's time loop with ``torch.compile`` (explicit backend
-            only; the first call for each sequence length pays the compilation).
+        compile: explicit backend only. RNN, LSTM and GRU then run :mod:`zoo.bptt` (the same
+            equations with backpropagation through time written out) with each step's pointwise
+            arithmetic compiled by ``torch.compile``; variants get their whole time loop
+            compiled. The first call for each sequence length pays the compilation (seconds).
     """
 
     #: Name of the ``torch.nn`` class holding the parameters (and running the fused backend).
@@ -71,6 +75,8 @@ class RecurrentCore(nn.Module):
     num_gates: int = 1
     #: Backends this core implements.
     backends: tuple[str, ...] = ("fused", "explicit")
+    #: Whether :meth:`bptt` implements this cell with backpropagation written out.
+    has_bptt: bool = False
 
     def __init__(
         self,
@@ -107,10 +113,11 @@ class RecurrentCore(nn.Module):
             bidirectional=bidirectional,
             batch_first=True,
         )
-        # Compiling one direction's whole time loop lets inductor fuse each step's gate
-        # arithmetic and drop the per-op Python and autograd overhead, forward and backward.
+        # compile=True: cells with BPTT written out (zoo.bptt) run it with compiled pointwise
+        # steps; other cells (variants) get their whole time loop compiled instead.
+        whole_loop = compile and not self.has_bptt
         self._run = (
-            torch.compile(self._run_direction, dynamic=False) if compile else self._run_direction
+            torch.compile(self._run_direction, dynamic=False) if whole_loop else self._run_direction
         )
         self.reset_parameters()
 
@@ -197,6 +204,12 @@ class RecurrentCore(nn.Module):
         g = torch.tanh if self.rnn.nonlinearity == "tanh" else torch.relu
         return g(x_proj + state @ w_hh.T + b_hh)
 
+    def bptt(
+        self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """One direction through a :mod:`zoo.bptt` Function. x_proj: (B, T, G*H)."""
+        raise NotImplementedError
+
     @staticmethod
     def _hidden(state: State) -> Tensor:
         return state[0] if isinstance(state, tuple) else state
@@ -219,6 +232,8 @@ class RecurrentCore(nn.Module):
         layer, direction = divmod(index, self.num_directions)
         w_ih, b_ih, w_hh, b_hh = self._layer_params(layer, direction)
         x_proj = x @ w_ih.T + b_ih  # (B, T, G*H): V x_t for every t in one matrix product
+        if self._compile and self.has_bptt:
+            return self.bptt(x_proj, state, w_hh, b_hh, mask)
         outputs = []
         for t in range(x.shape[1]):
             new_state = self.cell(x_proj[:, t], state, w_hh, b_hh, index)
@@ -302,8 +317,15 @@ class RNN(RecurrentCore):
             input_size, hidden_size, num_layers, dropout, bidirectional, backend, compile
         )
 
+    has_bptt = True
+
     def _make_module(self, *args, **kwargs) -> nn.RNNBase:
         return nn.RNN(*args, nonlinearity=self.nonlinearity, **kwargs)
+
+    def bptt(self, x_proj, state, w_hh, b_hh, mask):
+        relu = self.nonlinearity == "relu"
+        output, h = bptt.RNNLayer.apply(x_proj, state, w_hh, b_hh, mask, relu, True)
+        return output, h
 
 
 class LSTM(RecurrentCore):
@@ -352,6 +374,12 @@ class LSTM(RecurrentCore):
         h = super().init_state(batch_size, device, dtype)
         return h, torch.zeros_like(h)
 
+    has_bptt = True
+
+    def bptt(self, x_proj, state, w_hh, b_hh, mask):
+        output, h, c = bptt.LSTMLayer.apply(x_proj, *state, w_hh, b_hh, mask, True)
+        return output, (h, c)
+
     def gates(self, x_proj: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, ...]:
         """Pre-activations of the input, forget, candidate and output gates, each (B, H)."""
         return (x_proj + h @ w_hh.T + b_hh).chunk(4, dim=-1)
@@ -379,6 +407,10 @@ class GRU(RecurrentCore):
 
     torch_class = "GRU"
     num_gates = 3
+    has_bptt = True
+
+    def bptt(self, x_proj, state, w_hh, b_hh, mask):
+        return bptt.GRULayer.apply(x_proj, state, w_hh, b_hh, mask, True)
 
     def cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, index: int) -> State:
         h = state
@@ -399,6 +431,7 @@ class LayerNormLSTM(LSTM):
     """
 
     backends = ("explicit",)
+    has_bptt = False  # its cell differs: autograd differentiates it
 
     def __init__(
         self,
