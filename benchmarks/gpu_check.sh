@@ -10,8 +10,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'lightning', pl.__version__)"
 echo "=== 1. explicit backend == fused (cuDNN) on the GPU"
 timeout 120 python benchmarks/gpu_equivalence.py
-echo "=== 2. fwd+bwd time per core on the GPU (cuDNN vs explicit)"
-timeout 150 python benchmarks/cores.py --device cuda --batch 64 --hidden 512 --repeats 20
+[ -n "${SKIP_SPEED:-}" ] || { echo "=== 2. fwd+bwd time per core on the GPU (cuDNN vs explicit)"
+timeout 150 python benchmarks/cores.py --device cuda --batch 64 --hidden 512 --repeats 20; }
 for run in fp32:32-true bf16:bf16-mixed; do
   name=${run%%:*}; precision=${run#*:}
   echo "=== 3. tiny recipe, precision $precision, 300 steps"
@@ -23,5 +23,5 @@ echo "=== 4. DDP on one GPU (nccl)"
 timeout 120 python -m zoo.cli $TINY --trainer.strategy ddp --trainer.devices 1 --trainer.max_steps 50 \
   --trainer.val_check_interval 50 --trainer.logger CSVLogger --trainer.logger.save_dir "$OUT/ddp"
 tail -n 2 "$(find "$OUT/ddp" -name metrics.csv | head -1)"
-echo "=== 5. Lightning task vs plain PyTorch loop on the GPU"
-timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 --batch 64 --steps 100
+[ -n "${SKIP_SPEED:-}" ] || { echo "=== 5. Lightning task vs plain PyTorch loop on the GPU"
+timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 --batch 64 --steps 100; }

@@ -12,12 +12,33 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from datamodules.char_text import CharVocab
+from datamodules.vocab import CharVocab
 from zoo.cores import LSTM, CoreFactory, State, detach_state
 from zoo.errors import DataError
 from zoo.models import CharRNN
 
 LN2 = math.log(2.0)
+
+
+@torch.no_grad()
+def evaluate(model: CharRNN, loader, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean NLL per character over a split with the state carried, as the task's eval does.
+
+    ``loader`` is an evaluation :class:`~datamodules.char_text.StreamLoader`; the numbers depend
+    on its stream layout (eval batch size), so report them with it.
+    """
+    model = model.to(device).eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    state = None
+    for x, y in loader:
+        logits, state = model(x.to(device), state)
+        total += F.cross_entropy(
+            logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum"
+        )
+        count += y.numel()
+    nll = (total / count).item()
+    return {"loss": nll, "ppl": math.exp(nll), "bpc": nll / LN2}
 
 
 class CharLanguageModel(pl.LightningModule):
