@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.char_text import CharVocab
+from datamodules.vocab import CharVocab
 from zoo.checkpoint import read_checkpoint, submodule_state
 from zoo.errors import CheckpointError, UserError
 from zoo.models import CharRNN, generate_text
@@ -29,7 +29,9 @@ def load_char_model(path: str | Path, map_location: str = "cpu") -> tuple[CharRN
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnn-zoo sample", description=__doc__)
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a char_lm .ckpt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a char_lm training checkpoint (.ckpt)")
+    source.add_argument("--pretrained", help="a published model (see: rnn-zoo pretrained list)")
     parser.add_argument("--prime", default="\n", help="text to start from (default: newline)")
     parser.add_argument("--length", type=int, default=500, help="characters to generate")
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -39,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    model, vocab = load_char_model(args.checkpoint, args.device)
+    if args.pretrained:
+        from zoo.hub import load_pretrained
+
+        loaded = load_pretrained(args.pretrained, map_location=args.device)
+        if loaded.task != "char_lm":
+            raise UserError(
+                f"{args.pretrained} is a {loaded.task} model; rnn-zoo sample needs char_lm"
+            )
+        model, vocab = loaded.model, loaded.extras["vocab"]
+    else:
+        model, vocab = load_char_model(args.checkpoint, args.device)
     try:
         text = generate_text(
             model,

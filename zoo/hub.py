@@ -90,7 +90,7 @@ def register_task(task: str, extras: tuple[str, ...] = ()) -> Callable[[Builder]
 def _build_char_lm(
     config: dict[str, Any], state: dict[str, Tensor], extras: dict[str, Any]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from datamodules.char_text import CharVocab
+    from datamodules.vocab import CharVocab
     from zoo.models import CharRNN
 
     model = CharRNN.from_config(config)
@@ -222,6 +222,7 @@ def _write_safetensors(path: Path, model: nn.Module, header: str, fp16: bool) ->
     tmp = _temp_beside(path)
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: header})
+        os.chmod(tmp, 0o644)  # published files are readable by all, like any other data
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
