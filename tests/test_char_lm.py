@@ -32,11 +32,11 @@ def _task(dm, core=LSTM, dropout=0.0, lr=1e-2):
     )
 
 
-def _trainer(tmp_path, max_steps, callbacks=(), **kwargs):
+def _trainer(tmp_path, max_steps, callbacks=(), logger=False, **kwargs):
     return pl.Trainer(
         accelerator="cpu",
         max_steps=max_steps,
-        logger=False,
+        logger=logger,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
@@ -144,3 +144,25 @@ def test_predict_gives_bits_per_character_matching_test_bpc(tmp_path):
     bits = torch.cat([b.flatten() for b in trainer.predict(task, dm)])
     assert bits.shape == (6 * 4 * 32,)
     assert bits.mean().item() == pytest.approx(bpc, rel=1e-5)
+
+
+def test_sample_callback_logs_a_growing_table(tmp_path):
+    from zoo.callbacks import SampleText
+
+    class TextLogger(pl.loggers.CSVLogger):
+        tables = []
+
+        def log_text(self, key, columns, data, step):
+            self.tables.append((key, columns, [row[:] for row in data], step))
+
+    pl.seed_everything(0)
+    dm = CharTextDataModule(batch_size=4, seq_len=16)
+    logger = TextLogger(tmp_path)
+    callback = SampleText(steps=[2, 4], length=20, prime="A", echo=False)
+    _trainer(tmp_path, 5, [callback], limit_val_batches=0, logger=logger).fit(_task(dm), dm)
+    assert [(t[0], t[3], len(t[2])) for t in logger.tables] == [
+        ("samples", 2, 1),
+        ("samples", 4, 2),
+    ]
+    step, text = logger.tables[-1][2][-1]
+    assert step == 4 and text.startswith("A") and len(text) == 21

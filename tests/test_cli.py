@@ -99,9 +99,19 @@ def test_fit_then_sample_from_the_command_line(tmp_path, capsys):
         "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
     ]) == 0  # fmt: skip
     ckpt = next(run.rglob("*.ckpt"))
+    saved = (run / "config.yaml").read_text()  # the resolved config is saved with the run
+    assert "zoo.tasks.char_lm.CharLanguageModel" in saved and "hidden_size: 32" in saved
     assert main(["sample", "--checkpoint", str(ckpt), "--prime", "ROMEO:", "--length", "40",
                  "--seed", "1"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "ROMEO:" in out
     line = _error_line(capsys, "sample", "--checkpoint", str(ckpt), "--prime", "日本")
     assert "not in the model's vocabulary" in line and "日" in line
+
+
+def test_print_config_shows_the_resolved_recipe(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", TINY, "--print_config"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: zoo.cores.LSTM" in out and "hidden_size: 32" in out
