@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 
 from datamodules.char_text import BUNDLED_SHAKESPEARE
+from datamodules.parallel_text import BUNDLED_BIBLE
 from zoo.lightning_cli import ZooCLI, find_task_class
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.yaml"))
@@ -13,6 +14,7 @@ RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.y
 # Paper recipes name data the user brings, and GPUs; build them here on what this machine has.
 LOCAL = {
     "char_lm": ["--data.paths", f"[{BUNDLED_SHAKESPEARE}]"],
+    "translation": ["--data.data_dir", str(BUNDLED_BIBLE), "--data.cache_dir", "null"],
 }
 ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
           "--trainer.logger", "false"]  # fmt: skip

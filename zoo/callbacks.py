@@ -58,3 +58,24 @@ class SampleText(pl.Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_text"):  # W&B: one table that grows as training goes on
                 logger.log_text(key="samples", columns=["step", "text"], data=self.rows, step=step)
+
+
+class StopAfterEpochs(pl.Callback):
+    """Stop training after a fractional number of epochs, e.g. Sutskever et al.'s 7.5.
+
+    ``Trainer(max_epochs=...)`` takes whole epochs only; this stops mid-epoch, after the batch
+    that completes ``epochs`` (counted in this run's training batches per epoch).
+
+    Args:
+        epochs: epochs to train, > 0.
+    """
+
+    def __init__(self, epochs: float) -> None:
+        if epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {epochs}")
+        self.epochs = epochs
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        done = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
+        if done >= self.epochs - 1e-9:
+            trainer.should_stop = True

@@ -27,6 +27,7 @@ USAGE = """usage: rnn-zoo COMMAND [...]
 commands:
   fit | validate | test | predict --config RECIPE.yaml   train / evaluate (LightningCLI)
   sample --checkpoint PATH [--prime TEXT] ...           generate text from a char model
+  translate --checkpoint PATH [--beam N] < IN > OUT     translate lines with a translation model
   diagnose gradient-flow [--out DIR]                    the vanishing-gradient plot
   prepare {shakespeare,bible,shapes,tuxpaint} [...]     build the bundled corpora
   pretrained list | info NAME | download NAME            published weights
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             from zoo.generate import main as sample_main
 
             return sample_main(rest)
+        if command == "translate":
+            from zoo.translate import main as translate_main
+
+            return translate_main(rest)
         if command == "diagnose":
             from zoo.diagnostics import main as diagnose_main
 
