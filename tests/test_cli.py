@@ -16,7 +16,8 @@ TINY = str(ROOT / "recipes" / "char_lm" / "tiny.yaml")
 
 
 def _run_cli(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    # One thread a process: two ranks on two cores would otherwise oversubscribe them.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "zoo.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

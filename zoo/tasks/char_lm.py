@@ -187,7 +187,7 @@ class CharLanguageModel(pl.LightningModule):
         self.log_dict(
             {f"{split}/loss": nll, f"{split}/ppl": nll.exp(), f"{split}/bpc": nll / LN2},
             prog_bar=True,
-            sync_dist=False,  # already reduced by the metric
+            sync_dist=True,  # already reduced by the metric: the mean of equal values, no warning
         )
 
     # ------------------------------------------------------------ checkpoints

@@ -262,8 +262,9 @@ class TranslationTask(pl.LightningModule):
                 self.print(f"sacreBLEU: {signature}")
                 self._signature_shown = True
         self._hypotheses = {}
-        # Every rank computed the same scores from the same gathered text: nothing to reduce.
-        self.log_dict(values, prog_bar=True, sync_dist=False)
+        # Every rank computed the same scores from the same gathered text: the mean over ranks
+        # leaves them as they are (and keeps Lightning from warning about unsynced metrics).
+        self.log_dict(values, prog_bar=True, sync_dist=True)
 
     def _log_attention(self, batch: Batch, best: list[list[int]]) -> None:
         """Attention matrices of a few sentences, as images, to loggers that take them."""
