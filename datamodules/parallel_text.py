@@ -27,7 +27,6 @@ longer than ``max_len`` are dropped.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
 import io
@@ -47,6 +46,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 import zoo
+from datamodules.vocab import read_bytes
 from zoo.errors import DataError, UserError
 
 BUNDLED_BIBLE = Path(zoo.__file__).parent / "data" / "bible-enfr"
@@ -71,14 +71,7 @@ def read_lines(path: str | Path) -> list[str]:
         DataError: one line naming the file: missing, not gzip, or a line that is not UTF-8.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; pass an existing UTF-8 text file")
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: not a valid gzip file ({err})") from None
+    raw = read_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -580,6 +573,9 @@ class ParallelTextDataModule(pl.LightningDataModule):
         seed: seed of the training order; epoch ``e`` uses ``(seed, e)``.
         cache_dir: folder to keep tokenised splits and SentencePiece models in (keyed by a hash
             of the text and settings); ``None`` caches in memory only, once per process.
+        download: if ``data_dir`` lacks a split's files, download WMT'14 English-French into it
+            first (:func:`datamodules.wmt14.download_wmt14`; set ``val: newstest2013`` and
+            ``test: newstest2014``).
     """
 
     pad_id = PAD
@@ -612,6 +608,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         bucket: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        download: bool = False,
     ) -> None:
         super().__init__()
         _check_positive(
@@ -636,6 +633,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self.lowercase, self.max_len, self.reverse_source = lowercase, max_len, reverse_source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.bucket, self.seed, self.cache_dir = bucket, seed, cache_dir
+        self.download = download
         self.skipped_empty: dict[str, int] = {}  # pairs with an empty side, per split
         self.dropped_long = 0  # training pairs over max_len
         self._texts: dict[str, _Text] = {}
@@ -739,6 +737,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
                 origin = self.tsv[name]
                 src, tgt = read_tsv(Path(origin))
             elif self.prefixes[name]:
+                self.prepare_data()
                 src_path = find_file(self.data_dir, self.prefixes[name], self.src_lang)
                 tgt_path = find_file(self.data_dir, self.prefixes[name], self.tgt_lang)
                 origin = f"{src_path} | {tgt_path}"
@@ -805,6 +804,21 @@ class ParallelTextDataModule(pl.LightningDataModule):
     def split_size(self, split: str) -> int:
         """Pairs in ``split`` after skipping empty pairs (and, for training, long ones)."""
         return len(self._split(_check_split(split)).src)
+
+    def prepare_data(self) -> None:
+        """With ``download``, fetch WMT'14 English-French if a split's files are missing."""
+        prefixes = [p for split, p in self.prefixes.items() if p and not self.tsv[split]]
+        langs = (self.src_lang, self.tgt_lang)
+        names = [f"{prefix}.{lang}" for prefix in prefixes for lang in langs]
+        if self.download and not all(
+            (self.data_dir / name).is_file() or (self.data_dir / f"{name}.gz").is_file()
+            for name in names
+        ):
+            if not self.hparams.data_dir or sorted(langs) != ["en", "fr"]:
+                raise UserError("download fetches WMT'14 en-fr: set data_dir, src_lang, tgt_lang")
+            from datamodules.wmt14 import download_wmt14
+
+            download_wmt14(self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Encode the training and validation splits before fitting, so data errors come first.

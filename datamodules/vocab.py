@@ -15,9 +15,8 @@ from zoo.errors import DataError
 UNK = "\ufffd"  # index 0: characters never seen in the training split
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file (``.gz`` transparently), with one-line errors naming the file."""
-    path = Path(path)
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it ends in ``.gz``; one-line errors naming the file."""
     if not path.exists():
         raise DataError(f"{path}: no such file; pass an existing UTF-8 text file")
     if path.is_dir():
@@ -28,6 +27,13 @@ def read_text(path: str | Path) -> str:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
             raise DataError(f"{path}: not a valid gzip file ({err})") from None
+    return raw
+
+
+def read_text(path: str | Path) -> str:
+    """Read a UTF-8 text file (``.gz`` transparently), with one-line errors naming the file."""
+    path = Path(path)
+    raw = read_bytes(path)
     if not raw.strip():
         raise DataError(f"{path}: file is empty; a character model needs text to learn from")
     if b"\x00" in raw[:65536]:

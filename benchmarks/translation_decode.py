@@ -1,0 +1,203 @@
+"""Decoding speed of a translation model, greedy vs beam search, and its training throughput.
+
+    python benchmarks/translation_decode.py [--checkpoint RUN.ckpt] [--batch-size 64] [--beam 5]
+        [--device cpu|cuda] [--threads N] [--limit N] [--train-steps 30]
+
+Decodes the source side of the test split (the bundled Bible's 1,935 verses unless the
+checkpoint's data says otherwise; ``--limit N`` takes the first N) with greedy search and with
+beam search at the same batch size, batched by length as ``rnn-zoo translate`` does, and prints
+sentences/s for each and the beam / greedy time ratio. Then runs training steps of the model
+(teacher-forced forward, backward, gradient clipping at 1, Adam) on the bundled training batches
+and prints target tokens/s. Timings exclude tokenisation; they include encoding.
+
+Without ``--checkpoint`` the model is a freshly initialised one built from
+``recipes/translation/demo-bible.yaml`` (RNNsearch, 8.5M parameters, 8k SentencePiece pieces),
+exactly as ``rnn-zoo fit`` builds it. An untrained model rarely emits ``</s>``, so its hypotheses
+run to the length limit ``ceil(1.5 n) + 5``: the worst case for both searches. The output says how
+many hypotheses hit the limit; a trained checkpoint gives the realistic numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from datamodules.parallel_text import (
+    ParallelTextDataModule,
+    drop_empty,
+    find_file,
+    pad_rows,
+    read_parallel,
+)
+from zoo.lightning_cli import ZooCLI, find_task_class
+from zoo.models.translation import TranslationModel
+from zoo.translate import decode_batch, encode_lines, length_batches, load_translator, max_lengths
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "translation" / "demo-bible.yaml"
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]  # (B, S) ids on the device, (B,) CPU lengths
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def from_recipe(
+    recipe: Path, batch_size: int
+) -> tuple[TranslationModel, ParallelTextDataModule, dict]:
+    """The recipe's freshly initialised model, its data module and its decoding settings."""
+    with tempfile.TemporaryDirectory(prefix="rnn-zoo-bench-") as root:
+        args = ["--config", str(recipe), "--data.batch_size", str(batch_size),
+                "--data.cache_dir", "null",  # SentencePiece in memory (~5 s): nothing written
+                "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                "--trainer.logger", "false", "--trainer.default_root_dir", root]  # fmt: skip
+        cli = ZooCLI(find_task_class(args), args=args, run=False)
+    return cli.model.model, cli.datamodule, dict(cli.model.decoding)
+
+
+def source_sentences(data: ParallelTextDataModule, limit: int | None) -> tuple[list[str], int]:
+    """The first ``limit`` source sentences of the test split (pairs with an empty side skipped,
+    as :meth:`~ParallelTextDataModule.references` does), and the split's size."""
+    prefix = data.prefixes["test"]
+    paths = [find_file(data.data_dir, prefix, lang) for lang in (data.src_lang, data.tgt_lang)]
+    src, _, _ = drop_empty(*read_parallel(*paths))
+    return src[:limit], len(src)
+
+
+def make_batches(
+    data: ParallelTextDataModule, lines: list[str], batch_size: int, device: torch.device
+) -> Batches:
+    """Encoded, padded batches of similar lengths, on the device (as ``rnn-zoo translate``)."""
+    rows = encode_lines(data, lines)
+    order = length_batches(list(range(len(rows))), [len(r) for r in rows], batch_size)
+    batches = []
+    for index in order:
+        src, src_lengths = pad_rows([rows[i] for i in index])
+        batches.append((src.to(device), src_lengths))
+    return batches
+
+
+@torch.no_grad()
+def time_decoding(
+    model: TranslationModel, batches: Batches, beam_size: int, decoding: dict
+) -> tuple[float, float, float]:
+    """Seconds to decode every batch, mean output length (tokens), and the share of hypotheses
+    that stopped at the length limit."""
+    settings = {k: decoding.get(k, v) for k, v in (("max_len_a", 1.5), ("max_len_b", 5))}
+    device = batches[0][0].device
+    _sync(device)
+    start = time.perf_counter()
+    lengths, limits = [], []
+    for src, src_lengths in batches:
+        hyps = decode_batch(
+            model, src, src_lengths, beam_size=beam_size,
+            length_penalty=decoding.get("length_penalty", 1.0), **settings,
+        )  # fmt: skip
+        lengths += [len(h) for h in hyps.best]
+        limits += max_lengths(src_lengths, settings["max_len_a"], settings["max_len_b"]).tolist()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    at_limit = sum(n >= limit for n, limit in zip(lengths, limits)) / len(lengths)
+    return seconds, sum(lengths) / len(lengths), at_limit
+
+
+def training_tokens_per_s(
+    model: TranslationModel,
+    data: ParallelTextDataModule,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    clip: float = 1.0,
+) -> float:
+    """Target tokens/s of plain training steps (the task's loss: mean cross-entropy per token)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = iter(data.train_dataloader())
+    tokens = 0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start, tokens = time.perf_counter(), 0
+        batch = next(batches)
+        tokens += int((batch.tgt_out != model.pad_id).sum())  # counted on the CPU: no sync
+        batch = batch.to(device)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=model.pad_id
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+    _sync(device)
+    model.eval()
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, help="a translation .ckpt (default: untrained)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="without --checkpoint")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--limit", type=int, help="decode only the first N test sentences")
+    parser.add_argument("--train-steps", type=int, help="timed training steps (30; 3 with --limit)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.checkpoint:
+        model, data, decoding = load_translator(args.checkpoint, device)
+        origin = f"{args.checkpoint}"
+    else:
+        model, data, decoding = from_recipe(args.recipe, args.batch_size)
+        model.to(device).eval()
+        origin = f"{args.recipe.name}, freshly initialised (untrained)"
+    data.batch_size = args.batch_size
+    lines, total = source_sentences(data, args.limit)
+    batches = make_batches(data, lines, args.batch_size, device)
+    src, src_lengths = batches[0]
+    time_decoding(model, [(src[:4], src_lengths[:4])], args.beam, decoding)  # warm-up
+    results = {name: time_decoding(model, batches, beam, decoding)
+               for name, beam in (("greedy", 1), (f"beam {args.beam}", args.beam))}  # fmt: skip
+    steps = args.train_steps or (3 if args.limit else 30)
+    warmup = 1 if args.limit else 3
+    train = training_tokens_per_s(model, data, device, warmup, steps)
+
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
+    print(f"model: {type(model).__name__}, {params / 1e6:.1f}M parameters, {origin}")
+    print(
+        f"decoding {len(lines):,} of {total:,} test sentences ({data.data_dir.name}), "
+        f"batch size {args.batch_size}, max length ceil({decoding.get('max_len_a', 1.5)} n) + "
+        f"{decoding.get('max_len_b', 5)}"
+    )
+    for name, (seconds, mean_len, at_limit) in results.items():
+        print(
+            f"  {name:<8}: {len(lines) / seconds:>9,.1f} sentences/s  ({seconds:.2f} s; "
+            f"{mean_len:.1f} tokens per output, {at_limit:.0%} at the length limit)"
+        )
+    ratio = results[f"beam {args.beam}"][0] / results["greedy"][0]
+    print(f"  beam {args.beam} / greedy time ratio = {ratio:.2f}")
+    if not args.checkpoint:
+        print("  (untrained: outputs run to the length limit, the worst case for decoding)")
+    print(
+        f"training: {train:>9,.0f} target tokens/s  (forward + backward + Adam, clip 1, "
+        f"batch {args.batch_size}, {steps} steps after {warmup} warm-up)"
+    )
+
+
+if __name__ == "__main__":
+    main()
