@@ -1,0 +1,92 @@
+"""Tests for zoo.tasks.captioning: BLEU, a few training steps with real decoding, checkpoints."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from datamodules.coco_captions import CocoCaptionsDataModule
+from zoo.cli import main
+from zoo.cores import GRU, LSTM
+from zoo.models.captioning import ImageEncoder, ShowAndTell, ShowAttendTell
+from zoo.tasks.captioning import CaptioningTask, corpus_bleu
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "coco_tiny"
+RECIPE = ROOT / "recipes" / "captioning" / "tiny.yaml"
+
+
+def test_corpus_bleu() -> None:
+    ref = "a red circle on the left".split()
+    assert corpus_bleu([ref], [[ref, "x y".split()]]) == pytest.approx([1.0] * 4)
+    assert corpus_bleu([["q"]], [[ref]]) == [0.0] * 4
+    # Clipping: "a a a a" matches "a" once; no bigram matches, so BLEU-2..4 are 0.
+    bleu = corpus_bleu([["a", "a", "a", "a"]], [[["a", "b", "c", "d"]]])
+    assert bleu[0] == pytest.approx(0.25) and bleu[1:] == [0.0] * 3
+    # Brevity penalty from the closest reference length: 3 words against 6 -> exp(1 - 2).
+    bleu = corpus_bleu([ref[:3]], [[ref]])
+    assert bleu[0] == pytest.approx(torch.tensor(-1.0).exp().item())
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hyps = ["a red circle on the right", "a blue square in the middle of the picture"]
+    refs = [["a red circle on the left"], ["a blue square in the middle"]]
+    expected = sacrebleu.corpus_bleu(hyps, [[r[0] for r in refs]], tokenize="none").score
+    ours = corpus_bleu([h.split() for h in hyps], [[r[0].split()] for r in refs])[3]
+    assert 100 * ours == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("model_class", "core"), [(ShowAttendTell, LSTM), (ShowAndTell, GRU)])
+def test_fit_validate_test_and_checkpoint(model_class, core, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    dm = CocoCaptionsDataModule(str(TINY), image_size=32, min_count=1, batch_size=4)
+    factory = partial(
+        model_class,
+        encoder=ImageEncoder("small", channels=8),
+        decoder=partial(core, hidden_size=16),
+        embedding_dim=8,
+    )
+    task = CaptioningTask(dm.vocab_size, model=factory, beam_size=2, max_len=6)
+    trainer = pl.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False,
+        default_root_dir=tmp_path, num_sanity_val_steps=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert {"val/loss", "val/bleu1", "val/bleu4", "train/loss"} <= set(metrics)
+    assert sorted(task.last_captions) == sorted(dm.references("val"))
+    if model_class is ShowAttendTell:
+        assert "train/attention_penalty" in metrics
+    (result,) = trainer.test(task, datamodule=dm, verbose=False)
+    assert 0 <= result["test/bleu1"] <= 100 and set(task.last_captions) == set(
+        dm.references("test")
+    )
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["task"] == "captioning"
+    assert checkpoint["data_state"]["vocab"] == dm.vocab.to_list()
+    clone = model_class.from_config(checkpoint["hyper_parameters"]["model"])
+    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items()}
+    clone.load_state_dict(state)
+
+
+def test_vocabulary_mismatch_is_reported(tmp_path: Path) -> None:
+    dm = CocoCaptionsDataModule(str(TINY), image_size=32, min_count=1)
+    task = CaptioningTask(
+        dm.vocab_size + 1, model=partial(ShowAndTell, encoder=ImageEncoder("small"))
+    )
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="vocabulary has"):
+        trainer.fit(task, datamodule=dm)
+
+
+def test_tiny_recipe_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code = main(["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(tmp_path)])
+    assert code in (0, None)
