@@ -183,6 +183,18 @@ def test_greedy_and_beam_search_score_what_forward_scores(model, cores):
             torch.testing.assert_close(beam.scores[b, k], score, rtol=0, atol=1e-10)
 
 
+@cases()
+def test_beam_reorders_that_skip_the_memory_change_nothing(model, cores):
+    net = build(model, cores)
+    src, lengths, _ = batch()
+    with torch.no_grad():
+        full = _beam(net, src, lengths, lengths + 2, beam_size=4, n_best=2)
+        cheap = _beam(net, src, lengths, lengths + 2, beam_size=4, n_best=2,
+                      reorder_beams_fn=net.reorder_beams)  # fmt: skip
+    assert cheap.tokens == full.tokens
+    torch.testing.assert_close(cheap.scores, full.scores, rtol=0, atol=0)
+
+
 def _log_prob(net, src, lengths, hyp):
     tgt_in = torch.tensor([[BOS, *hyp]])
     tgt_out = torch.tensor([[*hyp, EOS]])

@@ -407,6 +407,7 @@ def beam_search(
     length_penalty: float = 1.0,
     n_best: int = 1,
     batch_size: int | None = None,
+    reorder_beams_fn: ReorderFn | None = None,
 ) -> Hypotheses:
     """Batched beam search, all ``B * K`` beams decoded as one flat batch.
 
@@ -425,10 +426,15 @@ def beam_search(
         length_penalty: Exponent of the length normalisation (module docstring).
         n_best: Hypotheses returned per sentence, ``1 <= n_best <= beam_size``.
         batch_size: ``B``, needed only when ``bos`` and ``max_len`` are both ints.
+        reorder_beams_fn: like ``reorder_fn``, for the per-step reorders only, whose index
+            never moves a row to another sentence's beams. Parts of the state that are the same
+            for every beam of a sentence (an encoder's memory) need no copy then, so a model may
+            pass a cheaper function that leaves them alone. Defaults to ``reorder_fn``.
 
     Returns:
         :class:`Hypotheses`, ``n_best`` per sentence, best first.
     """
+    reorder_beams_fn = reorder_beams_fn or reorder_fn
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best <= beam_size, got {n_best=} and {beam_size=}")
     bos, max_len, n_steps = _prepare(state, bos, max_len, batch_size)
@@ -442,7 +448,7 @@ def beam_search(
         at_max_len = (t >= max_len)[:, None].expand(size, beam_size).reshape(-1)  # (B*K,)
         log_probs = _step_log_probs(logits, beam.finished.view(-1), at_max_len, eos)
         beam, backptr = _advance(beam, log_probs.view(size, beam_size, -1), t, eos, length_penalty)
-        state = reorder_fn(state, (backptr + rows[:, None] * beam_size).view(-1))  # (B*K,)
+        state = reorder_beams_fn(state, (backptr + rows[:, None] * beam_size).view(-1))  # (B*K,)
         if _time_to_stop(t, beam.finished | beam.scores.isneginf()):
             break
     return _n_best(beam, n_best, length_penalty)

@@ -77,6 +77,7 @@ def decode_batch(
     return beam_search(
         model.decode_step, model.reorder_state, state, bos, EOS, max_len,
         beam_size=beam_size, length_penalty=length_penalty, n_best=n_best,
+        reorder_beams_fn=model.reorder_beams,
     )  # fmt: skip
 
 

@@ -53,6 +53,18 @@ class TranslationState(NamedTuple):
         rest = (None if x is None else x.index_select(0, index) for x in self[1:])
         return TranslationState(select_state(self.rnn, index), *rest)
 
+    def select_beams(self, index: Tensor) -> TranslationState:
+        """Like :meth:`index_select` for an index that keeps every row within its sentence's
+        beams: the source memory, keys and mask are the same for all of them and stay as they
+        are (no (B*K, S, H) copies per decoding step)."""
+        pick = (
+            None if x is None else x.index_select(0, index)
+            for x in (self.feed, self.attention_weights)
+        )
+        return self._replace(
+            rnn=select_state(self.rnn, index), **dict(zip(("feed", "attention_weights"), pick))
+        )
+
 
 def _is_lstm(core: RecurrentCore) -> bool:
     """Does the core carry an ``(h, c)`` pair? (LSTM and its variants.)"""
@@ -211,6 +223,10 @@ class TranslationModel(nn.Module):
     def reorder_state(self, state: TranslationState, index: Tensor) -> TranslationState:
         """Rows ``index`` (N',) of the state, e.g. beams after a step (``zoo.decoding``)."""
         return state.index_select(index)
+
+    def reorder_beams(self, state: TranslationState, index: Tensor) -> TranslationState:
+        """:meth:`reorder_state` for beam search's per-step reorders (``reorder_beams_fn``)."""
+        return state.select_beams(index)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: ``(B, S)`` source, ``(B,)`` lengths, ``(B, T)`` target input (BOS
