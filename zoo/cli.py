@@ -21,6 +21,7 @@ PREPARE = {
     "bible": "zoo.prepare.bible",
     "shapes": "zoo.prepare.shapes",
     "tuxpaint": "zoo.prepare.tuxpaint",
+    "wmt14": "datamodules.wmt14",
 }
 USAGE = """usage: rnn-zoo COMMAND [...]
 
@@ -29,7 +30,7 @@ commands:
   sample --checkpoint PATH [--prime TEXT] ...           generate text from a char model
   translate --checkpoint PATH [--beam N] < IN > OUT     translate lines with a translation model
   diagnose gradient-flow [--out DIR]                    the vanishing-gradient plot
-  prepare {shakespeare,bible,shapes,tuxpaint} [...]     build the bundled corpora
+  prepare {shakespeare,bible,shapes,tuxpaint,wmt14} ... build the bundled corpora / fetch WMT'14
   pretrained list | info NAME | download NAME            published weights
   export --checkpoint RUN.ckpt --name NAME              a checkpoint -> safetensors + entry
   demo                                                  train the demo char model, then sample

@@ -1,6 +1,17 @@
 """Plain ``nn.Module`` models, one file per task; they run without a Trainer."""
 
+from zoo.models.captioning import ImageEncoder, ShowAndTell, ShowAttendTell
 from zoo.models.char_rnn import CharRNN, generate_text
 from zoo.models.translation import LuongNMT, RNNSearch, Seq2Seq, TranslationModel
 
-__all__ = ["CharRNN", "LuongNMT", "RNNSearch", "Seq2Seq", "TranslationModel", "generate_text"]
+__all__ = [
+    "CharRNN",
+    "ImageEncoder",
+    "LuongNMT",
+    "RNNSearch",
+    "Seq2Seq",
+    "ShowAndTell",
+    "ShowAttendTell",
+    "TranslationModel",
+    "generate_text",
+]
