@@ -35,13 +35,7 @@ TINY = str(ROOT / "recipes" / "translation" / "tiny.yaml")
 WORDS = 12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_corpus(folder: Path, seed: int = 0) -> Path:

@@ -27,6 +27,12 @@ def _keep(mask_t: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     return new if mask_t is None else torch.where(mask_t, new, old)
 
 
+def _outputs(hs: Tensor, mask: Tensor | None) -> Tensor:
+    """(T+1, B, H) states h_0..h_T -> (B, T, H) outputs, zero past each sequence's end."""
+    output = hs[1:].transpose(0, 1)
+    return output if mask is None else output * mask[..., None]
+
+
 def _add_output_grad(dh: Tensor, d_output: Tensor | None, t: int, mask_t: Tensor | None) -> Tensor:
     """dL/dh_t gets the output's gradient at step t; padded outputs are constant zeros."""
     if d_output is None:
@@ -189,9 +195,7 @@ class LSTMLayer(torch.autograd.Function):
         hs, cs = torch.cat([h0[None], *hs]), torch.cat([c0[None], *cs])  # (T+1, B, H)
         ctx.save_for_backward(hs, cs, torch.cat(acts), w_hh, mask)
         ctx.compiled = compiled
-        output = hs[1:].transpose(0, 1)
-        if mask is not None:
-            output = output * mask[..., None]
+        output = _outputs(hs, mask)
         return output, h, c
 
     @staticmethod
@@ -226,9 +230,7 @@ class GRULayer(torch.autograd.Function):
         hs = torch.stack(hs)
         ctx.save_for_backward(hs, torch.stack(saved), w_hh, mask)
         ctx.compiled = compiled
-        output = hs[1:].transpose(0, 1)
-        if mask is not None:
-            output = output * mask[..., None]
+        output = _outputs(hs, mask)
         return output, hs[-1]
 
     @staticmethod
@@ -264,9 +266,7 @@ class RNNLayer(torch.autograd.Function):
         hs = torch.stack(hs)
         ctx.save_for_backward(hs, w_hh, mask)
         ctx.relu, ctx.compiled = relu, compiled
-        output = hs[1:].transpose(0, 1)
-        if mask is not None:
-            output = output * mask[..., None]
+        output = _outputs(hs, mask)
         return output, hs[-1]
 
     @staticmethod

@@ -1,0 +1,14 @@
+"""Fixtures shared by the test modules."""
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: tiny models gain nothing from more, threads contend on
+    a busy machine, and a learning test's sums keep one order (so it is deterministic)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
