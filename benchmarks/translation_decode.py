@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -87,13 +88,14 @@ def make_batches(
 @torch.no_grad()
 def time_decoding(
     model: TranslationModel, batches: Batches, beam_size: int, decoding: dict
-) -> tuple[float, float, float]:
-    """Seconds to decode every batch, mean output length (tokens), and the share of hypotheses
-    that stopped at the length limit."""
+) -> tuple[float, float, float, float]:
+    """Seconds to decode every batch (wall clock, and this process's CPU time, which a busy
+    machine disturbs less), mean output length (tokens), and the share of hypotheses that
+    stopped at the length limit."""
     settings = {k: decoding.get(k, v) for k, v in (("max_len_a", 1.5), ("max_len_b", 5))}
     device = batches[0][0].device
     _sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     lengths, limits = [], []
     for src, src_lengths in batches:
         hyps = decode_batch(
@@ -103,9 +105,9 @@ def time_decoding(
         lengths += [len(h) for h in hyps.best]
         limits += max_lengths(src_lengths, settings["max_len_a"], settings["max_len_b"]).tolist()
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     at_limit = sum(n >= limit for n, limit in zip(lengths, limits)) / len(lengths)
-    return seconds, sum(lengths) / len(lengths), at_limit
+    return seconds, cpu, sum(lengths) / len(lengths), at_limit
 
 
 def training_tokens_per_s(
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--limit", type=int, help="decode only the first N test sentences")
     parser.add_argument("--train-steps", type=int, help="timed training steps (30; 3 with --limit)")
+    parser.add_argument("--rounds", type=int, default=3, help="greedy / beam rounds; medians")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,8 +170,13 @@ def main() -> None:
     batches = make_batches(data, lines, args.batch_size, device)
     src, src_lengths = batches[0]
     time_decoding(model, [(src[:4], src_lengths[:4])], args.beam, decoding)  # warm-up
-    results = {name: time_decoding(model, batches, beam, decoding)
-               for name, beam in (("greedy", 1), (f"beam {args.beam}", args.beam))}  # fmt: skip
+    searches = {"greedy": 1, f"beam {args.beam}": args.beam}
+    runs: dict[str, list] = {name: [] for name in searches}
+    for _ in range(args.rounds):  # alternate, so drift in machine speed hits both alike
+        for name, beam in searches.items():
+            runs[name].append(time_decoding(model, batches, beam, decoding))
+    results = {name: [statistics.median(column) for column in zip(*rows)]
+               for name, rows in runs.items()}  # fmt: skip
     steps = args.train_steps or (3 if args.limit else 30)
     warmup = 1 if args.limit else 3
     train = training_tokens_per_s(model, data, device, warmup, steps)
@@ -184,13 +192,18 @@ def main() -> None:
         f"batch size {args.batch_size}, max length ceil({decoding.get('max_len_a', 1.5)} n) + "
         f"{decoding.get('max_len_b', 5)}"
     )
-    for name, (seconds, mean_len, at_limit) in results.items():
+    print(f"  medians of {args.rounds} alternating rounds")
+    for name, (seconds, cpu, mean_len, at_limit) in results.items():
         print(
-            f"  {name:<8}: {len(lines) / seconds:>9,.1f} sentences/s  ({seconds:.2f} s; "
-            f"{mean_len:.1f} tokens per output, {at_limit:.0%} at the length limit)"
+            f"  {name:<8}: {len(lines) / seconds:>9,.1f} sentences/s  ({seconds:.2f} s wall, "
+            f"{cpu:.2f} s CPU; {mean_len:.1f} tokens per output, {at_limit:.0%} at the length "
+            "limit)"
         )
-    ratio = results[f"beam {args.beam}"][0] / results["greedy"][0]
-    print(f"  beam {args.beam} / greedy time ratio = {ratio:.2f}")
+    beam, greedy = results[f"beam {args.beam}"], results["greedy"]
+    print(
+        f"  beam {args.beam} / greedy time ratio = {beam[0] / greedy[0]:.2f} wall, "
+        f"{beam[1] / greedy[1]:.2f} CPU"
+    )
     if not args.checkpoint:
         print("  (untrained: outputs run to the length limit, the worst case for decoding)")
     print(

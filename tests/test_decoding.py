@@ -42,6 +42,7 @@ class ToyModel:
         self.readout = randn(3, vocab_size, scale=0.5)
         self.memory = randn(batch_size, vocab_size)
         self.calls = 0
+        self.rows = []  # rows decoded at each call
 
     def initial_state(self, rows=None):
         hist = torch.zeros(
@@ -52,6 +53,7 @@ class ToyModel:
 
     def step(self, tokens, state):
         self.calls += 1
+        self.rows.append(tokens.shape[0])
         hist, memory = state  # (2, N, 3), (N, V)
         count = hist[0, :, 0].long().clamp(max=self.by_step.shape[0] - 1)  # (N,)
         logits = self.table[tokens] + memory + self.by_step[count] + hist[1] @ self.readout
@@ -250,6 +252,48 @@ def test_every_beam_ends_early():
         assert hyps.tokens[row][0] == []
         assert [len(h) for h in hyps.tokens[row][1:]] == [1, 1]
     assert hyps.scores.isfinite().all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_early_stopping_is_exact_without_length_penalty(seed):
+    # Raw log-probs only fall as a hypothesis grows: once the best beam has ended, nothing open
+    # can overtake it, so stopping then gives the exhaustive search's answer with fewer steps.
+    early_model = ToyModel(vocab_size=6, batch_size=4, seed=seed)
+    early = run_beam(early_model, 7, beam_size=4, length_penalty=0.0)
+    full_model = ToyModel(vocab_size=6, batch_size=4, seed=seed)
+    full = run_beam(full_model, 7, beam_size=4, length_penalty=0.0, early_stopping=False)
+    assert early.tokens == full.tokens
+    torch.testing.assert_close(early.scores, full.scores)
+    assert sum(early_model.rows) <= sum(full_model.rows)
+    for row in range(4):
+        expected = reference_beam(full_model, row, full_model.bos, 7, 4, 0.0)[:1]
+        assert_hypotheses_equal(early, expected, row)
+
+
+def test_early_stopping_saves_steps():
+    # EOS is likely: the best beam ends at once while the others wander to max_len.
+    runs = {}
+    for early_stopping in (True, False):
+        model = ToyModel(vocab_size=6, batch_size=3, seed=0, eos_bias=2.0)
+        run_beam(model, 20, beam_size=4, early_stopping=early_stopping)
+        runs[early_stopping] = sum(model.rows)
+    assert runs[True] < runs[False] / 2, runs
+
+
+def test_ended_sentences_leave_the_batch():
+    # EOS is very unlikely, so each sentence runs to its max_len; the short one leaves at the
+    # first check and the rest is decoded with 3 rows, not 6. Results as if decoded alone.
+    model = ToyModel(vocab_size=5, batch_size=2, seed=12, eos_bias=-30.0)
+    max_len = torch.tensor([1, 10])
+    hyps = run_beam(model, max_len, beam_size=3, n_best=2)
+    every = decoding.FINISHED_CHECK_EVERY
+    assert model.rows == [6] * every + [3] * (11 - every)
+    for row in range(2):
+        alone = run_beam(
+            model, max_len[row : row + 1], state=model.initial_state([row]), beam_size=3, n_best=2
+        )
+        assert hyps.tokens[row] == alone.tokens[0]
+        torch.testing.assert_close(hyps.scores[row], alone.scores[0])
 
 
 def test_beam_larger_than_vocab():

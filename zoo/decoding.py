@@ -25,10 +25,11 @@ Conventions (shared by :func:`greedy_search` and :func:`beam_search`):
   being the number of tokens emitted so far.
 * Host syncs, none per step: at the start, reading the loop bound ``max(max_len) + 1`` from a
   ``max_len`` tensor (free for a CPU tensor, which then costs one copy to the GPU); one every
-  :data:`FINISHED_CHECK_EVERY` steps to stop once every beam has ended; one at the end to turn the
-  hypotheses into lists. Checking every step would stall CUDA each step; checking every few
-  steps wastes at most ``FINISHED_CHECK_EVERY - 1`` steps of EOS padding, which cannot change the
-  result because finished beams never change.
+  :data:`FINISHED_CHECK_EVERY` steps to stop once every sentence is over (beam search also drops
+  the sentences that are over from the batch then); one at the end to turn the hypotheses into
+  lists. Checking every step would stall CUDA each step; checking every few steps wastes at most
+  ``FINISHED_CHECK_EVERY - 1`` steps of EOS padding, which cannot change the result because
+  ended hypotheses never change.
 * Log-probabilities and scores are computed in float32, or float64 for float64 logits.
 """
 
@@ -240,26 +241,42 @@ def _prepare(
     return bos, max_len, int(longest) + 1
 
 
-def _step_log_probs(logits: Tensor, finished: Tensor, at_max_len: Tensor, eos: int) -> Tensor:
-    """``(N, V)`` log-probabilities with the search constraints applied.
+def _candidates(
+    logits: Tensor, finished: Tensor, at_max_len: Tensor, eos: int, k: int
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` best next tokens of each row and their log-probabilities, constraints applied.
 
     Rows at their ``max_len`` may only emit EOS, at its real log-probability; finished rows only
-    emit EOS, at zero cost, so their score stays put.
+    emit EOS, at zero cost, so their score stays put. Their other candidates are ``-inf``.
+
+    Two passes over ``(N, V)``, a fused log-softmax and a top-k: the constraints touch the
+    ``(N, k)`` candidates, not ``(N, V)`` masks, which were most of beam search's own cost.
 
     Args:
         logits: ``(N, V)``.
         finished: ``(N,)`` bool, rows that have emitted EOS.
         at_max_len: ``(N,)`` bool, rows whose step index has reached their ``max_len``.
         eos: EOS id.
+        k: Candidates per row; more than ``V`` gives ``-inf`` surplus candidates.
+
+    Returns:
+        ``(N, k)`` log-probabilities in descending order (float32, or float64 for float64
+        logits) and ``(N, k)`` token ids.
     """
-    vocab_size = logits.shape[-1]
+    rows, vocab_size = logits.shape
     if not 0 <= eos < vocab_size:
         raise ValueError(f"eos={eos} is outside the vocabulary of size {vocab_size}")
     log_probs = logits.to(_score_dtype(logits)).log_softmax(-1)  # (N, V)
-    not_eos = torch.arange(vocab_size, device=logits.device) != eos  # (V,)
-    log_probs = log_probs.masked_fill(at_max_len[:, None] & not_eos, -math.inf)
-    eos_only = torch.zeros_like(log_probs[0]).masked_fill(not_eos, -math.inf)  # (V,)
-    return torch.where(finished[:, None], eos_only, log_probs)
+    values, ids = log_probs.topk(min(k, vocab_size), dim=-1)  # (N, k')
+    if k > vocab_size:  # surplus slots: impossible candidates
+        values = torch.cat([values, values.new_full((rows, k - vocab_size), -math.inf)], -1)
+        ids = torch.cat([ids, ids.new_full((rows, k - vocab_size), eos)], -1)
+    eos_value = torch.where(finished, 0.0, log_probs[:, eos])  # (N,)
+    blocked = (finished | at_max_len)[:, None]  # (N, 1): EOS first, nothing else
+    first = torch.where(blocked, eos_value[:, None], values[:, :1])
+    values = torch.cat([first, values[:, 1:].masked_fill(blocked, -math.inf)], dim=-1)
+    ids = torch.cat([torch.where(blocked, eos, ids[:, :1]), ids[:, 1:]], dim=-1)
+    return values, ids
 
 
 def _time_to_stop(t: int, done: Tensor) -> bool:
@@ -314,8 +331,8 @@ def greedy_search(
     scores = torch.zeros(tokens.shape, device=tokens.device)  # (B,) sum of log-probs
     for t in range(n_steps):
         logits, state = step_fn(tokens, state)  # (B, V)
-        log_probs = _step_log_probs(logits, finished, t >= max_len, eos)
-        best, tokens = log_probs.max(-1)  # finished rows: EOS at zero cost
+        best, tokens = _candidates(logits, finished, t >= max_len, eos, k=1)  # (B, 1) each
+        best, tokens = best[:, 0], tokens[:, 0]  # finished rows: EOS at zero cost
         scores = scores + best
         lengths += ~finished
         finished = finished | (tokens == eos)
@@ -347,21 +364,44 @@ class _Beam:
         scores[:, 0] = 0.0
         return cls(
             tokens=torch.zeros(size, beam_size, n_steps, dtype=torch.long, device=device),
-            last=bos[:, None].expand(size, beam_size),
+            last=bos[:, None].expand(size, beam_size).contiguous(),
             scores=scores,
             lengths=torch.zeros(size, beam_size, dtype=torch.long, device=device),
             finished=torch.zeros(size, beam_size, dtype=torch.bool, device=device),
         )
 
+    def select(self, index: Tensor) -> _Beam:
+        """The beams of sentences ``index`` (B',)."""
+        return _Beam(*(x.index_select(0, index) for x in vars(self).values()))
+
+    def put(self, result: _Beam | None, index: Tensor, size: int) -> _Beam:
+        """Writes these sentences into rows ``index`` (B',) of ``result``, B sentences (created
+        on first use, with the scores' final dtype)."""
+        if result is None:
+            result = _Beam(*(x.new_zeros((size, *x.shape[1:])) for x in vars(self).values()))
+        for name, x in vars(result).items():
+            x.index_copy_(0, index, getattr(self, name))
+        return result
+
+    def done(self, n_best: int, early_stopping: bool) -> Tensor:
+        """``(B,)`` bool: sentences whose search is over (see :func:`beam_search`)."""
+        ended = self.finished | self.scores.isneginf()  # (B, K), slots sorted best first
+        return ended[:, :n_best].all(-1) if early_stopping else ended.all(-1)
+
 
 def _advance(
-    beam: _Beam, log_probs: Tensor, t: int, eos: int, length_penalty: float
+    beam: _Beam, values: Tensor, ids: Tensor, t: int, eos: int, length_penalty: float
 ) -> tuple[_Beam, Tensor]:
-    """Keeps the K best of the K x V extensions of each sentence.
+    """Keeps the K best extensions of each sentence.
+
+    A beam's extensions share its length, so normalising its scores keeps their order: the K
+    best overall are among the K best of each beam, and only ``K x K`` candidates per sentence
+    are ranked (:func:`_candidates`), not ``K x V``.
 
     Args:
         beam: Beams before step ``t``.
-        log_probs: ``(B, K, V)`` constrained log-probabilities of step ``t``.
+        values: ``(B, K, K)`` constrained log-probabilities of each beam's K best tokens.
+        ids: ``(B, K, K)`` their token ids.
         t: Step index.
         eos: End-of-sequence id.
         length_penalty: Ranking uses the length-normalised score.
@@ -369,18 +409,18 @@ def _advance(
     Returns:
         The new beams and ``(B, K)`` back-pointers into the old slots.
     """
-    size, beam_size, vocab_size = log_probs.shape
-    scores = beam.scores[..., None] + log_probs  # (B, K, V)
+    size, beam_size, k = values.shape
+    scores = (beam.scores[..., None] + values).view(size, -1)  # (B, K*K)
     lengths = beam.lengths + (~beam.finished).long()  # (B, K) a finished beam does not grow
-    ranked = _normalize(scores, lengths[..., None], length_penalty).view(size, -1)  # (B, K*V)
-    chosen = ranked.topk(beam_size, dim=-1).indices  # (B, K)
-    backptr, token = chosen // vocab_size, chosen % vocab_size
+    ranked = _normalize(scores.view(size, beam_size, k), lengths[..., None], length_penalty)
+    chosen = ranked.view(size, -1).topk(beam_size, dim=-1).indices  # (B, K)
+    backptr, token = chosen // k, ids.view(size, -1).gather(1, chosen)
     history = beam.tokens.gather(1, backptr[..., None].expand_as(beam.tokens))  # (B, K, T)
     history[:, :, t] = token
     new = _Beam(
         tokens=history,
         last=token,
-        scores=scores.view(size, -1).gather(1, chosen),
+        scores=scores.gather(1, chosen),
         lengths=lengths.gather(1, backptr),
         finished=token == eos,  # finished beams only ever extend with EOS
     )
@@ -408,16 +448,26 @@ def beam_search(
     n_best: int = 1,
     batch_size: int | None = None,
     reorder_beams_fn: ReorderFn | None = None,
+    early_stopping: bool = True,
 ) -> Hypotheses:
     """Batched beam search, all ``B * K`` beams decoded as one flat batch.
 
     ``beam_size`` may exceed the vocabulary: the surplus slots stay dead (score ``-inf``) until
     there are enough hypotheses to fill them, and dead ones are never returned.
 
+    A sentence's search is over when its ``n_best`` best beams have ended (``early_stopping``,
+    the rule of OpenNMT-py and Joey NMT), or else when all ``K`` have. Every
+    :data:`FINISHED_CHECK_EVERY` steps the sentences that are over leave the batch, so the rows
+    decoded shrink as sentences end. With ``length_penalty = 0`` early stopping loses nothing (an
+    open beam's score only falls); with length normalisation an open beam could in principle
+    still overtake an ended one, which only the exhaustive rule rules out.
+
     Args:
-        step_fn: ``(tokens (B*K,), state) -> (logits (B*K, V), state)``.
+        step_fn: ``(tokens (N,), state) -> (logits (N, V), state)``, ``N = B' * K`` for the
+            ``B'`` sentences still being decoded.
         reorder_fn: ``(state, index (N',)) -> state`` gathering the state's batch entries; used
-            once to repeat each sentence's state K times and after every step with back-pointers.
+            to repeat each sentence's state K times, after every step with back-pointers, and to
+            drop the rows of sentences whose search is over.
         state: Model state for the ``B`` sentences.
         bos: ``(B,)`` or int, the first input token.
         eos: End-of-sequence id.
@@ -430,6 +480,7 @@ def beam_search(
             never moves a row to another sentence's beams. Parts of the state that are the same
             for every beam of a sentence (an encoder's memory) need no copy then, so a model may
             pass a cheaper function that leaves them alone. Defaults to ``reorder_fn``.
+        early_stopping: End a sentence once its ``n_best`` best beams have ended (above).
 
     Returns:
         :class:`Hypotheses`, ``n_best`` per sentence, best first.
@@ -439,16 +490,31 @@ def beam_search(
         raise ValueError(f"need 1 <= n_best <= beam_size, got {n_best=} and {beam_size=}")
     bos, max_len, n_steps = _prepare(state, bos, max_len, batch_size)
     size, device = bos.shape[0], bos.device
-    rows = torch.arange(size, device=device)  # (B,)
+    slots = torch.arange(beam_size, device=device)  # (K,)
+    active = torch.arange(size, device=device)  # (B',) the sentences still searched
     # expand, not repeat_interleave, which syncs with the host to size its output
-    state = reorder_fn(state, rows[:, None].expand(size, beam_size).reshape(-1))  # B -> B*K
+    state = reorder_fn(state, active[:, None].expand(size, beam_size).reshape(-1))  # B -> B*K
     beam = _Beam.start(bos, beam_size, n_steps)
+    result = None  # (B, K, ...) the beams of sentences whose search is over
     for t in range(n_steps):
-        logits, state = step_fn(beam.last.reshape(-1), state)  # (B*K, V)
-        at_max_len = (t >= max_len)[:, None].expand(size, beam_size).reshape(-1)  # (B*K,)
-        log_probs = _step_log_probs(logits, beam.finished.view(-1), at_max_len, eos)
-        beam, backptr = _advance(beam, log_probs.view(size, beam_size, -1), t, eos, length_penalty)
-        state = reorder_beams_fn(state, (backptr + rows[:, None] * beam_size).view(-1))  # (B*K,)
-        if _time_to_stop(t, beam.finished | beam.scores.isneginf()):
+        logits, state = step_fn(beam.last.reshape(-1), state)  # (B'*K, V)
+        at_max_len = (t >= max_len)[:, None].expand(-1, beam_size).reshape(-1)  # (B'*K,)
+        values, ids = _candidates(logits, beam.finished.view(-1), at_max_len, eos, beam_size)
+        shape = (-1, beam_size, beam_size)
+        beam, backptr = _advance(beam, values.view(shape), ids.view(shape), t, eos, length_penalty)
+        offsets = torch.arange(backptr.shape[0], device=device)[:, None] * beam_size  # (B', 1)
+        state = reorder_beams_fn(state, (backptr + offsets).view(-1))  # (B'*K,)
+        if (t + 1) % FINISHED_CHECK_EVERY and t + 1 < n_steps:
+            continue
+        done = beam.done(n_best, early_stopping).tolist()  # one host sync every few steps
+        if all(done):
             break
-    return _n_best(beam, n_best, length_penalty)
+        if any(done):  # those sentences leave the batch
+            ended, going = (
+                torch.tensor([i for i, d in enumerate(done) if d == flag], device=device)
+                for flag in (True, False)
+            )
+            result = beam.select(ended).put(result, active[ended], size)
+            beam, active, max_len = beam.select(going), active[going], max_len[going]
+            state = reorder_fn(state, (going[:, None] * beam_size + slots).view(-1))
+    return _n_best(beam.put(result, active, size), n_best, length_penalty)
