@@ -18,6 +18,7 @@ import pytest
 import pytorch_lightning as pl
 import sacrebleu
 import torch
+import yaml
 from pytorch_lightning.loggers import Logger
 
 import zoo.tasks.translation as translation_task
@@ -25,6 +26,7 @@ from datamodules.parallel_text import ParallelTextDataModule, read_lines
 from zoo.callbacks import StopAfterEpochs
 from zoo.cli import main
 from zoo.cores import GRU, LSTM
+from zoo.hub import export_checkpoint, load_file
 from zoo.models import RNNSearch, Seq2Seq
 from zoo.schedules import DecayAfter
 from zoo.tasks.translation import TranslationTask
@@ -169,6 +171,32 @@ def test_checkpoint_is_plain_data_and_translates_the_same(trained):
     sources = read_lines(trained.corpus / "test.en")
     assert translate(model, data, sources, beam_size=4) == trained.test_scored[0][0]
     assert defaults["beam_size"] == 4
+
+
+def test_published_file_translates_the_same(trained, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "translation-rnnsearch-toy-v1.safetensors"
+    entry = export_checkpoint(trained.checkpoint, out, "translation-rnnsearch-toy-v1")
+    loaded = load_file(out)
+    assert loaded.task == "translation" and entry["num_params"] == sum(
+        p.numel() for p in loaded.model.parameters()
+    )
+    sources = read_lines(trained.corpus / "test.en")
+    data, decoding = loaded.extras["data"], loaded.extras["decoding"]
+    assert decoding["beam_size"] == 4
+    assert translate(loaded.model, data, sources, beam_size=4) == trained.test_scored[0][0]
+    # a char model is not a translation model: one clear line
+    code, _, err = _translate_cli(monkeypatch, capsys, b"s1\n", "--pretrained",
+                                  "char_lm-rnn-shakespeare-v1")  # fmt: skip
+    assert code == 2 and "is a char_lm model, not translation" in err
+    # --pretrained finds it through a manifest, like a shipped model
+    manifest = tmp_path / "manifest.yaml"
+    entry |= {"recipe": "tests", "data": "toy", "licence": "none", "metrics": {}}
+    manifest.write_text(yaml.safe_dump({"mirror": None, "checkpoints": [entry]}))
+    monkeypatch.setenv("RNN_ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("RNN_ZOO_HOME", str(tmp_path / "cache"))
+    data = "".join(f"{line}\n" for line in sources[:5]).encode()
+    code, stdout, _ = _translate_cli(monkeypatch, capsys, data, "--pretrained", entry["name"])
+    assert code == 0 and stdout.split("\n")[:-1] == trained.test_scored[0][0][:5]
 
 
 def _translate_cli(monkeypatch, capsys, data: bytes, *args):

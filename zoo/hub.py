@@ -14,6 +14,7 @@ checked against the manifest before use.
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import datetime
 import hashlib
@@ -44,6 +45,7 @@ DEFAULT_MANIFEST = Path(zoo.__file__).resolve().parent.parent / "checkpoints" / 
 #: ``<task>-<core>-<dataset>-v<N>``; ``_`` joins words inside a field (char_lm, layernorm_lstm).
 NAME_PATTERN = re.compile(r"([a-z0-9_]+)-[a-z0-9_]+-[a-z0-9_]+-v\d+")
 METADATA_KEY = "rnn_zoo"  # safetensors metadata key holding the JSON config
+BYTES_KEY = "base64_uint8"  # marks a byte string (e.g. a SentencePiece model) in the JSON extras
 
 Builder = Callable[
     [dict[str, Any], dict[str, Tensor], dict[str, Any]], tuple[nn.Module, dict[str, Any]]
@@ -167,7 +169,7 @@ def export_checkpoint(
     missing = [key for key in CHECKPOINT_EXTRAS[task] if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{ckpt_path}: has no {', '.join(missing)}; saved before training?")
-    extras = {key: checkpoint[key] for key in CHECKPOINT_EXTRAS[task]}
+    extras = {key: _to_json(checkpoint[key]) for key in CHECKPOINT_EXTRAS[task]}
     config = checkpoint["hyper_parameters"].get("model")
     model, _ = _build(ckpt_path, task, config, submodule_state(checkpoint), extras)
     try:
@@ -208,10 +210,34 @@ def _build(
     path: str | Path, task: str, config: Any, state: dict[str, Tensor], extras: dict[str, Any]
 ) -> tuple[nn.Module, dict[str, Any]]:
     try:
-        return BUILDERS[task](config, state, extras)
+        return BUILDERS[task](config, state, _from_json(extras))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         message = f"{type(err).__name__}: {_one_line(err)}"
         raise CheckpointError(f"{path}: config does not match the weights ({message})") from None
+
+
+def _to_json(value: Any) -> Any:
+    """Checkpoint extras as JSON: uint8 tensors (serialised tokenizer models) become
+    ``{BYTES_KEY: base64}``; anything else must already be JSON-able."""
+    if isinstance(value, Tensor) and value.dtype == torch.uint8 and value.dim() == 1:
+        return {BYTES_KEY: base64.b64encode(value.numpy().tobytes()).decode("ascii")}
+    if isinstance(value, dict):
+        return {key: _to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    """Inverse of :func:`_to_json`."""
+    if isinstance(value, dict):
+        if set(value) == {BYTES_KEY}:
+            raw = base64.b64decode(value[BYTES_KEY], validate=True)  # binascii.Error: ValueError
+            return torch.tensor(list(raw), dtype=torch.uint8)
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
 
 
 def _write_safetensors(path: Path, model: nn.Module, header: str, fp16: bool) -> None:
@@ -322,10 +348,19 @@ def pretrained_info(name: str, manifest: str | Path | None = None) -> dict[str, 
 
 
 def load_pretrained(
-    name: str, map_location: str | torch.device = "cpu", manifest: str | Path | None = None
+    name: str,
+    map_location: str | torch.device = "cpu",
+    manifest: str | Path | None = None,
+    task: str | None = None,
 ) -> Pretrained:
-    """Load a published model by name, downloading and verifying its file if needed."""
+    """Load a published model by name, downloading and verifying its file if needed.
+
+    Args:
+        task: the task the caller needs; another task's model is a :class:`PretrainedError`.
+    """
     entry = pretrained_info(name, manifest)
+    if task is not None and entry["task"] != task:
+        raise PretrainedError(f"{name} is a {entry['task']} model, not {task}")
     return _load(download(name, manifest), map_location, entry["task"], entry)
 
 
@@ -477,3 +512,7 @@ def export_main(argv: list[str] | None = None) -> int:
 
 def _yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+import zoo.hub_captioning  # noqa: E402, F401  (registers the captioning builder)
+import zoo.hub_translation  # noqa: E402, F401  (registers the translation builder)

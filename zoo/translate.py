@@ -92,18 +92,43 @@ def load_translator(
         CheckpointError: not a translation checkpoint, or one without vocabularies.
     """
     checkpoint = read_checkpoint(path, "translation")
-    hparams = checkpoint["hyper_parameters"]
     if "data_state" not in checkpoint:
         raise CheckpointError(f"{path}: has no vocabularies; was it saved before training began?")
-    cls = _model_class(hparams.get("model_class"), path)
     try:
-        model = cls.from_config(hparams["model"])
-        model.load_state_dict(submodule_state(checkpoint))
-        data = ParallelTextDataModule(**_data_settings(checkpoint.get("data_hparams", {})))
-        data.load_state_dict(checkpoint["data_state"])
+        model, data, decoding = build_translator(
+            checkpoint["hyper_parameters"],
+            checkpoint["data_state"],
+            checkpoint.get("data_hparams", {}),
+            load=lambda model: model.load_state_dict(submodule_state(checkpoint)),
+        )
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: config does not match the weights ({err})") from None
-    return model.to(device).eval(), data, dict(hparams.get("decoding", {}))
+    return model.to(device).eval(), data, decoding
+
+
+def build_translator(
+    hparams: dict[str, Any],
+    data_state: dict[str, Any],
+    data_hparams: dict[str, Any],
+    load: Callable[[TranslationModel], Any],
+) -> tuple[TranslationModel, ParallelTextDataModule, dict[str, Any]]:
+    """Model, data module and decoding settings from what a checkpoint stores (also what a
+    published file stores, see :mod:`zoo.hub_translation`); ``load`` fills in the weights.
+
+    Raises:
+        KeyError, TypeError, ValueError, RuntimeError: the config does not match the weights.
+    """
+    model = _model_class(hparams.get("model_class")).from_config(hparams["model"])
+    load(model)
+    data = ParallelTextDataModule(**_data_settings(data_hparams))
+    data.load_state_dict(data_state)
+    for side, found, size in (
+        ("source", data.num_src_tokens, model.src_vocab_size),
+        ("target", data.num_tgt_tokens, model.tgt_vocab_size),
+    ):
+        if found != size:
+            raise ValueError(f"the {side} vocabulary has {found} entries, the model {size}")
+    return model, data, dict(hparams.get("decoding", {}))
 
 
 def _data_settings(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -115,16 +140,16 @@ def _data_settings(hparams: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if k in names and k != "self"}
 
 
-def _model_class(class_path: object, path: str | Path) -> type[TranslationModel]:
+def _model_class(class_path: object) -> type[TranslationModel]:
     """The model class a checkpoint names; only classes under ``zoo.models`` are imported."""
     import importlib
 
     module, _, name = str(class_path).rpartition(".")
     if not module.startswith("zoo.models"):
-        raise CheckpointError(f"{path}: unknown model class {class_path!r}")
+        raise ValueError(f"unknown model class {class_path!r}")
     cls = getattr(importlib.import_module(module), name, None)
     if not (isinstance(cls, type) and issubclass(cls, TranslationModel)):
-        raise CheckpointError(f"{path}: {class_path!r} is not a translation model")
+        raise ValueError(f"{class_path!r} is not a translation model")
     return cls
 
 
@@ -270,7 +295,9 @@ def _parser() -> argparse.ArgumentParser:
         "first (score: length-normalised log-probability). Defaults for the search come from "
         "the checkpoint's training recipe.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a translation .ckpt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a translation training checkpoint (.ckpt)")
+    source.add_argument("--pretrained", help="a published model (see: rnn-zoo pretrained list)")
     parser.add_argument("--beam", type=int, default=None, help="beam size (1: greedy search)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
     parser.add_argument("--n-best", type=int, default=1, help="hypotheses per line (<= beam)")
@@ -333,9 +360,16 @@ def main(argv: list[str] | None = None) -> int:
     plot = args.plot_attention
     if plot is not None and not plot.parent.resolve().is_dir():
         raise UserError(f"{plot.parent}: no such directory for --plot-attention")
-    model, data, defaults = load_translator(args.checkpoint, device)
+    if args.pretrained:
+        from zoo.hub import load_pretrained
+
+        loaded = load_pretrained(args.pretrained, map_location=device, task="translation")
+        model, data, defaults = loaded.model, loaded.extras["data"], loaded.extras["decoding"]
+    else:
+        model, data, defaults = load_translator(args.checkpoint, device)
     if plot is not None and getattr(model, "attention", None) is None:
-        raise UserError(f"{args.checkpoint}: a {type(model).__name__} has no attention to plot")
+        origin = args.pretrained or args.checkpoint
+        raise UserError(f"{origin}: a {type(model).__name__} has no attention to plot")
     settings = _settings(args, defaults)
     lines = read_input(sys.stdin.buffer)
     from tqdm import tqdm
