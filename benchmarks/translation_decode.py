@@ -100,7 +100,8 @@ def time_decoding(
     for src, src_lengths in batches:
         hyps = decode_batch(
             model, src, src_lengths, beam_size=beam_size,
-            length_penalty=decoding.get("length_penalty", 1.0), **settings,
+            length_penalty=decoding.get("length_penalty", 1.0),
+            early_stopping=decoding.get("early_stopping", True), **settings,
         )  # fmt: skip
         lengths += [len(h) for h in hyps.best]
         limits += max_lengths(src_lengths, settings["max_len_a"], settings["max_len_b"]).tolist()
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="decode only the first N test sentences")
     parser.add_argument("--train-steps", type=int, help="timed training steps (30; 3 with --limit)")
     parser.add_argument("--rounds", type=int, default=3, help="greedy / beam rounds; medians")
+    parser.add_argument("--exhaustive", action="store_true", help="beam search without early stop")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,6 +168,7 @@ def main() -> None:
         model.to(device).eval()
         origin = f"{args.recipe.name}, freshly initialised (untrained)"
     data.batch_size = args.batch_size
+    decoding["early_stopping"] = not args.exhaustive and decoding.get("early_stopping", True)
     lines, total = source_sentences(data, args.limit)
     batches = make_batches(data, lines, args.batch_size, device)
     src, src_lengths = batches[0]
@@ -192,7 +195,8 @@ def main() -> None:
         f"batch size {args.batch_size}, max length ceil({decoding.get('max_len_a', 1.5)} n) + "
         f"{decoding.get('max_len_b', 5)}"
     )
-    print(f"  medians of {args.rounds} alternating rounds")
+    stop = "early stopping" if decoding["early_stopping"] else "exhaustive"
+    print(f"  medians of {args.rounds} alternating rounds; beam search with {stop}")
     for name, (seconds, cpu, mean_len, at_limit) in results.items():
         print(
             f"  {name:<8}: {len(lines) / seconds:>9,.1f} sentences/s  ({seconds:.2f} s wall, "

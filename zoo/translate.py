@@ -57,6 +57,7 @@ def decode_batch(
     beam_size: int = 5,
     n_best: int = 1,
     length_penalty: float = 1.0,
+    early_stopping: bool = True,
     max_len_a: float = 1.5,
     max_len_b: int = 5,
 ) -> Hypotheses:
@@ -77,7 +78,7 @@ def decode_batch(
     return beam_search(
         model.decode_step, model.reorder_state, state, bos, EOS, max_len,
         beam_size=beam_size, length_penalty=length_penalty, n_best=n_best,
-        reorder_beams_fn=model.reorder_beams,
+        reorder_beams_fn=model.reorder_beams, early_stopping=early_stopping,
     )  # fmt: skip
 
 
@@ -193,6 +194,7 @@ def search(
     beam_size: int = 5,
     n_best: int = 1,
     length_penalty: float = 1.0,
+    early_stopping: bool = True,
     max_len_a: float = 1.5,
     max_len_b: int = 5,
     batch_size: int = 32,
@@ -212,7 +214,8 @@ def search(
         src, src_lengths = pad_rows([rows[i] for i in batch])
         hyps = decode_batch(
             model, src.to(device), src_lengths, beam_size=beam_size, n_best=n_best,
-            length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b,
+            length_penalty=length_penalty, early_stopping=early_stopping,
+            max_len_a=max_len_a, max_len_b=max_len_b,
         )  # fmt: skip
         for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores.tolist()):
             results[i] = list(zip(tokens, scores))
@@ -305,6 +308,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-len-a", type=float, default=None, help="max len = ceil(a * n) + b")
     parser.add_argument("--max-len-b", type=int, default=None)
     parser.add_argument(
+        "--exhaustive", action="store_true",
+        help="search each sentence until all its beams end, not just its best (slower)",
+    )  # fmt: skip
+    parser.add_argument(
         "--plot-attention", type=Path, default=None, metavar="OUT.png",
         help="draw the attention matrix of the first non-empty input line",
     )  # fmt: skip
@@ -321,6 +328,7 @@ def _settings(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, A
         "beam_size": pick(args.beam, "beam_size", 5),
         "n_best": args.n_best,
         "length_penalty": pick(args.length_penalty, "length_penalty", 1.0),
+        "early_stopping": not args.exhaustive and defaults.get("early_stopping", True),
         "max_len_a": pick(args.max_len_a, "max_len_a", 1.5),
         "max_len_b": pick(args.max_len_b, "max_len_b", 5),
         "batch_size": args.batch_size,
