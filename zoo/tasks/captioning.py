@@ -1,11 +1,10 @@
 """Image captioning: teacher-forced training (+ the doubly stochastic attention penalty), real
-decoding at evaluation and corpus BLEU-1..4 against every reference caption."""
+decoding at evaluation and the COCO caption scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) against
+every reference caption."""
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,11 +12,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.coco_captions import Batch
 from datamodules.parallel_text import BOS, EOS
+from zoo.caption_metrics import score_captions
 from zoo.decoding import beam_search, greedy_search
 from zoo.errors import DataError, UserError
 from zoo.models.captioning import CaptioningModel, ShowAttendTell, doubly_stochastic_penalty
@@ -27,63 +28,24 @@ from zoo.models.captioning import CaptioningModel, ShowAttendTell, doubly_stocha
 ModelFactory = Callable[[int], CaptioningModel]
 
 
-def _ngrams(words: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-
-
-def corpus_bleu(
-    hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]
-) -> list[float]:
-    """Corpus BLEU-1..4 (Papineni et al. 2002) of tokenised captions with several references.
-
-    As the COCO caption evaluation's ``Bleu`` scorer (pycocoevalcap, not installed here): clipped
-    n-gram counts summed over the corpus, the brevity penalty from the reference length closest
-    to each hypothesis' (the shorter one on ties), no smoothing (a BLEU-n with no matching n-gram
-    is 0). pycocoevalcap's scorer adds a tiny epsilon to the counts, so its values can differ in
-    the last decimals.
-
-    Returns:
-        ``[BLEU-1, BLEU-2, BLEU-3, BLEU-4]``, each in [0, 1].
-    """
-    matches, totals = [0] * 4, [0] * 4
-    hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references):
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-        for n in range(1, 5):
-            counts = _ngrams(hyp, n)
-            most = Counter()
-            for ref in refs:
-                most |= _ngrams(ref, n)  # max count of each n-gram over the references
-            matches[n - 1] += sum(min(c, most[g]) for g, c in counts.items())
-            totals[n - 1] += max(len(hyp) - n + 1, 0)
-    if hyp_len == 0:
-        return [0.0] * 4
-    brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
-    scores, log_sum = [], 0.0
-    for n in range(4):
-        if matches[n] == 0:
-            scores += [0.0] * (4 - n)
-            break
-        log_sum += math.log(matches[n] / totals[n])
-        scores.append(brevity * math.exp(log_sum / (n + 1)))
-    return scores
-
-
 class CaptioningTask(pl.LightningModule):
     """Trains a :class:`~zoo.models.captioning.CaptioningModel` on captioned pictures.
 
     Training minimises the teacher-forced cross-entropy per word (padding ignored), plus, for
     models with attention, ``attention_penalty`` times the doubly stochastic term (Xu et al. 2015,
     eq. 14; their lambda is 1). Evaluation decodes every picture once (beam search, greedy with
-    beam size 1) and scores corpus BLEU-1..4 against all of its references (our implementation of
-    the COCO scorer, :func:`corpus_bleu`; pycocoevalcap and its Java tokeniser are not used).
-    ``val/loss`` is the teacher-forced NLL of each picture's first caption. Under data parallelism
-    each rank decodes its share of the pictures and every rank gathers all ``(image id,
-    caption)`` pairs before scoring.
+    beam size 1) and scores the captions against all of the picture's references with the COCO
+    evaluation's scorers (:func:`zoo.caption_metrics.score_captions`: pycocoevalcap, its Java
+    tokeniser replaced by a pure-Python one). ``val/loss`` is the teacher-forced NLL of each
+    picture's first caption. Under data parallelism each rank decodes its share of the pictures;
+    the ``(image id, caption)`` pairs are gathered and scored once, as one corpus, on rank 0
+    (BLEU and CIDEr-D are corpus statistics: a mean of per-rank scores would differ), and the
+    scores are sent to every rank.
 
     Logged: ``train/loss`` (and ``train/attention_penalty``); ``val/loss``, ``val/bleu1`` ..
-    ``val/bleu4`` (0-100); ``test/`` the same.
+    ``val/bleu4``, ``val/meteor`` (where Java runs), ``val/rouge_l``, ``val/cider`` (all x100,
+    as papers report them: CIDEr-D 0-1000); ``test/`` the same. With a W&B logger, a table of
+    ``examples`` pictures with their generated and reference captions per evaluation.
 
     Args:
         vocab_size: linked from the data module by the CLI.
@@ -93,6 +55,8 @@ class CaptioningTask(pl.LightningModule):
         beam_size: beam at test time (1: greedy search).
         val_beam_size: beam during validation (default: ``beam_size``).
         max_len: longest generated caption, in words.
+        meteor: score METEOR (starts Java, seconds per evaluation; false for tiny runs).
+        examples: pictures in the W&B captions table of each evaluation (0: none).
     """
 
     cli_links = [("data.vocab_size", "vocab_size")]
@@ -106,6 +70,8 @@ class CaptioningTask(pl.LightningModule):
         beam_size: int = 3,
         val_beam_size: int | None = None,
         max_len: int = 20,
+        meteor: bool = True,
+        examples: int = 8,
     ) -> None:
         super().__init__()
         if beam_size < 1 or (val_beam_size is not None and val_beam_size < 1):
@@ -127,6 +93,8 @@ class CaptioningTask(pl.LightningModule):
         self.attention_penalty = attention_penalty
         self.decoding = decoding
         self.val_beam_size = val_beam_size or beam_size
+        self.meteor = meteor
+        self.examples = examples
         self.val_nll = MeanMetric()
         self.test_nll = MeanMetric()
         self._hypotheses: list[tuple[int, list[str]]] = []
@@ -148,6 +116,18 @@ class CaptioningTask(pl.LightningModule):
                     f"the model's vocabulary has {self.model.vocab_size} words but the data's has "
                     f"{datamodule.vocab_size}; let the CLI link them from the data"
                 )
+        if getattr(datamodule, "feature_cache", None) is not None:
+            self._use_feature_cache(datamodule, stage)
+
+    def _use_feature_cache(self, datamodule: Any, stage: str) -> None:
+        """Have the data run the frozen CNN once (or read its saved features), so batches carry
+        features and the model skips the CNN. Local rank 0 builds; the others wait, then read."""
+        trainer, device = self.trainer, self.trainer.strategy.root_device
+        if trainer.local_rank == 0:
+            datamodule.use_feature_cache(self.model.encoder, stage, device)
+        trainer.strategy.barrier("feature_cache")
+        if trainer.local_rank != 0:
+            datamodule.use_feature_cache(self.model.encoder, stage, device)
 
     def configure_optimizers(self):
         return self.optimizer(self.parameters())
@@ -225,16 +205,56 @@ class CaptioningTask(pl.LightningModule):
             pairs = [pair for part in parts for pair in part]
         return dict(sorted(pairs))
 
+    def _score(self, split: str, by_id: dict[int, list[str]]) -> dict[str, float]:
+        """The corpus scores of every rank's captions, computed on rank 0 (one Java process for
+        METEOR) and sent to the other ranks."""
+        scores: list[Any] = [None]
+        if self.global_rank == 0:
+            references = self._data().references(split)
+            hypotheses = {i: " ".join(words) for i, words in by_id.items()}
+            refs = {i: references[i] for i in by_id}
+            scores[0] = score_captions(refs, hypotheses, meteor=self.meteor)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast_object_list(scores, src=0)
+        return scores[0]
+
     def _log_eval(self, split: str, metric: MeanMetric) -> None:
-        values: dict[str, Any] = {f"{split}/loss": metric.compute()}
+        values: dict[str, Any] = {f"{split}/loss": metric.compute()}  # summed over ranks
         metric.reset()
         by_id = self._gather(self._hypotheses)
-        references = self._data().reference_tokens(split)
-        bleu = corpus_bleu(list(by_id.values()), [references[i] for i in by_id])
-        values.update({f"{split}/bleu{n}": 100 * b for n, b in enumerate(bleu, start=1)})
+        scores = self._score(split, by_id)
+        values.update({f"{split}/{name}": 100 * value for name, value in scores.items()})
         self.last_captions = by_id  # for inspection after trainer.validate / test
+        self.last_scores = scores
         self._hypotheses = []
+        self._log_examples(split, by_id)
+        # Every rank holds the same scores: the mean over ranks leaves them as they are (and
+        # keeps Lightning from warning about unsynced epoch-level metrics).
         self.log_dict(values, prog_bar=True, sync_dist=True)
+
+    def _log_examples(self, split: str, by_id: dict[int, list[str]]) -> None:
+        """A W&B table of a few pictures with their generated and reference captions."""
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or self.examples < 1 or self.global_rank != 0:
+            return
+        if self.trainer.sanity_checking:
+            return
+        import wandb
+
+        datamodule = self._data()
+        references = datamodule.references(split)
+        paths = datamodule.splits[split].paths
+        rows = [
+            [i, wandb.Image(str(paths[i])), " ".join(words), "\n".join(references[i])]
+            for i, words in list(by_id.items())[: self.examples]  # the same pictures each time
+        ]
+        for logger in loggers:
+            logger.log_table(
+                key=f"{split}/captions",
+                columns=["image_id", "image", "generated", "references"],
+                data=rows,
+                step=self.global_step,
+            )
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
