@@ -21,6 +21,7 @@ PREPARE = {
     "bible": "zoo.prepare.bible",
     "shapes": "zoo.prepare.shapes",
     "tuxpaint": "zoo.prepare.tuxpaint",
+    "coco": "datamodules.coco_download",
     "wmt14": "datamodules.wmt14",
 }
 USAGE = """usage: rnn-zoo COMMAND [...]
@@ -29,8 +30,9 @@ commands:
   fit | validate | test | predict --config RECIPE.yaml   train / evaluate (LightningCLI)
   sample --checkpoint PATH [--prime TEXT] ...           generate text from a char model
   translate --checkpoint PATH [--beam N] < IN > OUT     translate lines with a translation model
+  caption --checkpoint PATH [--beam N] IMAGE...         caption pictures with a captioning model
   diagnose gradient-flow [--out DIR]                    the vanishing-gradient plot
-  prepare {shakespeare,bible,shapes,tuxpaint,wmt14} ... build the bundled corpora / fetch WMT'14
+  prepare {shakespeare,bible,shapes,tuxpaint,coco,wmt14} ...  build corpora / fetch COCO, WMT'14
   pretrained list | info NAME | download NAME            published weights
   export --checkpoint RUN.ckpt --name NAME              a checkpoint -> safetensors + entry
   demo                                                  train the demo char model, then sample
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             from zoo.translate import main as translate_main
 
             return translate_main(rest)
+        if command == "caption":
+            from zoo.caption import main as caption_main
+
+            return caption_main(rest)
         if command == "diagnose":
             from zoo.diagnostics import main as diagnose_main
 
