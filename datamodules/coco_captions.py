@@ -19,6 +19,31 @@ Training items are (picture, caption) pairs, one per caption; evaluation items a
 per image, carrying its first caption (for the validation loss) while :meth:`references` gives all
 of them (for BLEU).
 
+Bad input is found at setup, never halfway through an epoch: an annotated picture that is missing
+or does not open (``check_images``: "exists", "header" (the default: PIL's ``open`` +
+``verify``, which reads a PNG whole and checks its CRCs but only a JPEG's header) or "decode"
+(every pixel, slow)) is a one-line :class:`~zoo.errors.DataError` naming the file, or, with
+``skip_bad_images``, left out and counted (:attr:`CocoCaptionsDataModule.skipped_images`). Empty
+captions are skipped and counted; training captions over ``max_len`` words are dropped and counted
+(:attr:`~CocoCaptionsDataModule.dropped_long`); evaluation keeps them all (only the validation loss
+truncates the first caption to ``max_len``). A picture that breaks after setup (with "exists" or
+"header", a truncated JPEG) still fails its batch with a DataError naming it.
+
+Feature cache (``feature_cache``): with a frozen CNN (``ImageEncoder(freeze=True)``), the task
+asks :meth:`CocoCaptionsDataModule.use_feature_cache` to run the CNN once over every picture of the
+splits it needs and save its output ``(N, S, F)`` float32 as ``<feature_cache>/<split>-<key>.npy``
+(written to a temporary file, then renamed; read back memory-mapped, without pickle). The key
+hashes the encoder's config and weights, the transform (so the image size), the split and each
+picture's path, size and modification time: anything else gets a new file. Batches then carry
+those features in ``Batch.images`` ``(B, S, F)`` and the model skips its CNN
+(:meth:`~zoo.models.captioning.CaptioningModel.image_features`), so the decoder trains many times
+faster, with exactly the same losses (the CNN of a frozen encoder runs in eval mode, and the
+transform has no random step: a random crop or flip would make one cached view wrong, so the
+cache refuses such a transform). The file takes ``4 x S x F`` bytes per picture: about 400 KB for
+ResNet-101's 7x7x2048 grid at 224 px (some 50 GB for COCO's 123k pictures); pool the grid
+(``grid_size``) to shrink it. Under mixed precision the cached features are float32 where the
+CNN would have run in lower precision.
+
 Under data parallelism: training loaders are ordinary ``DataLoader`` s with ``shuffle=True``, so
 Lightning puts its ``DistributedSampler`` in (disjoint shards, the last one padded with repeats);
 evaluation loaders are plain iterables over this rank's contiguous share of the images (Lightning
@@ -29,30 +54,38 @@ BLEU. Ranks' shares differ by at most one image. The task gathers the hypotheses
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from datamodules.parallel_text import BOS, EOS, PAD, Vocab
-from zoo.errors import DataError
+from zoo.errors import DataError, UserError
 
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+#: Splits each stage reads besides train (which defines the vocabulary).
+_STAGE_SPLITS = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
+#: Splits whose features each stage uses (a feature cache).
+_STAGE_FEATURES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
 def tokenize(caption: str) -> list[str]:
@@ -77,8 +110,28 @@ def load_image(path: Path) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: picture not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _IMAGE_ERRORS as err:
         raise DataError(f"{path}: not a readable picture ({err})") from None
+
+
+def picture_problem(path: Path, check: str = "header") -> str | None:
+    """Why ``path`` cannot be read as a picture, or None.
+
+    Args:
+        check: "exists" (a file is there), "header" (PIL opens it and ``verify`` s it: a PNG is
+            read whole and its CRCs checked, a JPEG only up to its header) or "decode" (every
+            pixel, as training will).
+    """
+    if not path.is_file():
+        return "picture not found"
+    if check == "exists":
+        return None
+    try:
+        with Image.open(path) as image:
+            image.load() if check == "decode" else image.verify()
+    except _IMAGE_ERRORS as err:
+        return f"not a readable picture ({err})"
+    return None
 
 
 def default_transform(image_size: int) -> v2.Transform:
@@ -104,6 +157,7 @@ class SplitData:
     captions: dict[int, list[str]]  # raw text, for references
     tokens: dict[int, list[list[str]]]
     skipped_empty: int = 0
+    skipped_images: int = 0
 
 
 def _read_coco(path: Path, image_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -148,11 +202,15 @@ def _read_karpathy(path: Path, data_dir: Path, split: str) -> tuple[list[dict], 
     return images, anns
 
 
-def read_split(images: list[dict], anns: list[dict]) -> SplitData:
-    """Group captions by image, tokenise them and skip (and count) empty ones.
+def read_split(
+    images: list[dict], anns: list[dict], check: str = "exists", skip_bad: bool = False
+) -> SplitData:
+    """Group captions by image, tokenise them and skip (and count) empty ones; check that each
+    captioned picture reads (:func:`picture_problem` with ``check``).
 
     Raises:
-        DataError: an annotated picture whose file does not exist (one line naming it).
+        DataError: an annotated picture that is missing or unreadable (one line naming it),
+            unless ``skip_bad``: then it is left out and counted in ``skipped_images``.
     """
     data = SplitData([img["id"] for img in images], {}, {}, {})
     for img in images:
@@ -167,9 +225,17 @@ def read_split(images: list[dict], anns: list[dict]) -> SplitData:
         data.captions[ann["image_id"]].append(text.strip())
         data.tokens[ann["image_id"]].append(words)
     data.image_ids = [i for i in data.image_ids if data.tokens[i]]  # pictures with a caption
+    bad = set()
     for image_id in data.image_ids:
-        if not data.paths[image_id].is_file():
-            raise DataError(f"{data.paths[image_id]}: picture not found (image id {image_id})")
+        if problem := picture_problem(data.paths[image_id], check):
+            if not skip_bad:
+                raise DataError(
+                    f"{data.paths[image_id]}: {problem.splitlines()[0]} (image id {image_id}); "
+                    "fix or remove it, or set skip_bad_images to leave such pictures out"
+                )
+            bad.add(image_id)
+    data.image_ids = [i for i in data.image_ids if i not in bad]
+    data.skipped_images = len(bad)
     return data
 
 
@@ -179,7 +245,8 @@ class Batch:
     """Pictures with one caption each; Lightning moves it with :meth:`to`.
 
     Attributes:
-        images: ``(B, 3, H, W)`` normalised pictures.
+        images: ``(B, 3, H, W)`` normalised pictures, or ``(B, S, F)`` the frozen CNN's features
+            of them when the data module uses a feature cache.
         captions_in: ``(B, T)`` decoder inputs ``<s> y``, padded with ``<pad>`` (0).
         captions_out: ``(B, T)`` targets ``y </s>``, padded.
         image_ids: ``(B,)`` image ids (stay on the CPU), keys of :meth:`references`.
@@ -235,6 +302,42 @@ class CaptionDataset(Dataset):
         return self.transform(load_image(self.paths[image_id])), ids, image_id
 
 
+class FeatureDataset(Dataset):
+    """Items ``(features (S, F), caption ids, image id)`` read from a feature cache: row
+    ``rows[image id]`` of ``features`` (N, S, F) (memory-mapped) instead of the picture."""
+
+    def __init__(
+        self, items: list[tuple[int, list[int]]], rows: dict[int, int], features: np.ndarray
+    ) -> None:
+        self.items, self.rows, self.features = items, rows, features
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, list[int], int]:
+        image_id, ids = self.items[index]
+        return torch.from_numpy(np.array(self.features[self.rows[image_id]])), ids, image_id
+
+
+def random_steps(transform: Any) -> list[str]:
+    """Class names of the random steps (``Random*``) anywhere in a transform pipeline."""
+    name = type(transform).__name__
+    if name.startswith("Random"):
+        return [name]
+    return [step for inner in getattr(transform, "transforms", []) for step in random_steps(inner)]
+
+
+def encoder_digest(encoder: nn.Module) -> str:
+    """sha256 over an encoder's config (if it has one) and every tensor of its state."""
+    config = encoder.config() if hasattr(encoder, "config") else type(encoder).__qualname__
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 class EvalLoader:
     """This rank's evaluation batches: a plain iterable (Lightning adds no sampler to it)."""
 
@@ -270,6 +373,12 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         eval_batch_size: pictures per evaluation batch.
         num_workers: ``DataLoader`` worker processes (0 loads in the main process).
         karpathy_split: path of Karpathy's ``dataset_coco.json``; None reads the COCO files.
+        check_images: how each captioned picture is checked at setup: "exists", "header"
+            (PIL ``verify``; a PNG whole, a JPEG's header) or "decode" (every pixel; slow).
+        skip_bad_images: leave out (and count) pictures that fail the check, instead of stopping
+            with an error naming the first.
+        feature_cache: folder for the frozen CNN's features (see the module docstring); None
+            runs the CNN on every batch.
     """
 
     def __init__(
@@ -283,15 +392,22 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
         karpathy_split: str | None = None,
+        check_images: Literal["exists", "header", "decode"] = "header",
+        skip_bad_images: bool = False,
+        feature_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         for name, value in (("image_size", image_size), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if check_images not in ("exists", "header", "decode"):
+            raise ValueError(f"check_images must be exists, header or decode, not {check_images!r}")
         self.data_dir = Path(data_dir)
+        self.feature_cache = Path(feature_cache) if feature_cache else None
         self.vocab: Vocab | None = None
         self.splits: dict[str, SplitData] = {}
+        self.features: dict[str, tuple[dict[int, int], np.ndarray]] = {}  # split -> rows, (N, S, F)
         self.dropped_long = 0
         self.transform = default_transform(image_size)
 
@@ -304,7 +420,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             else:
                 path = self.data_dir / "annotations" / f"captions_{split}.json"
                 images, anns = _read_coco(path, self.data_dir / hp.image_dir)
-            self.splits[split] = read_split(images, anns)
+            self.splits[split] = read_split(images, anns, hp.check_images, hp.skip_bad_images)
         return self.splits[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -315,14 +431,15 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             if not sentences:
                 raise DataError(f"{self.data_dir}: the training split has no caption")
             self.vocab = Vocab.build(sentences, max_size=1 << 30, min_freq=self.hparams.min_count)
-        needed = {"fit": ("val",), "validate": ("val",), "test": ("test",), None: ("val", "test")}
-        for split in needed.get(stage, ("val", "test")):
+        for split in _STAGE_SPLITS.get(stage, ("val", "test")):
             self._read(split)
         skipped = sum(data.skipped_empty for data in self.splits.values())
+        bad = sum(data.skipped_images for data in self.splits.values())
         rank_zero_info(
             f"captions: vocabulary {len(self.vocab)} words (min_count {self.hparams.min_count}); "
             + ", ".join(f"{s} {len(d.image_ids)} images" for s, d in self.splits.items())
             + f"; skipped {skipped} empty captions"
+            + (f" and {bad} unreadable pictures" if bad else "")
         )
 
     @property
@@ -335,6 +452,11 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
     def skipped_empty(self) -> dict[str, int]:
         """Empty captions skipped, per split read so far."""
         return {split: data.skipped_empty for split, data in self.splits.items()}
+
+    @property
+    def skipped_images(self) -> dict[str, int]:
+        """Missing or unreadable pictures left out (``skip_bad_images``), per split read so far."""
+        return {split: data.skipped_images for split, data in self.splits.items()}
 
     def references(self, split: str) -> dict[int, list[str]]:
         """All reference captions of each image of ``split``, as written (empty ones skipped)."""
@@ -374,11 +496,16 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
         )
 
+    def _dataset(self, split: str, items: list[tuple[int, list[int]]]) -> Dataset:
+        """Pictures, or their features where ``split`` has a feature cache in use."""
+        if split in self.features:
+            return FeatureDataset(items, *self.features[split])
+        return CaptionDataset(items, self.splits[split].paths, self.transform)
+
     def train_dataloader(self) -> DataLoader:
         if self.vocab is None:
             self.setup("fit")
-        items = self._train_items()
-        dataset = CaptionDataset(items, self.splits["train"].paths, self.transform)
+        dataset = self._dataset("train", self._train_items())
         return self._loader(dataset, self.hparams.batch_size, shuffle=True)
 
     def eval_loader(self, split: str, rank: int | None = None, world_size: int | None = None):
@@ -393,7 +520,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         data = self._read(split)
         ids = [data.image_ids[j] for j in shard(len(data.image_ids), rank, world_size)]
         items = [(i, self.vocab.encode(data.tokens[i][0][: self.hparams.max_len])) for i in ids]
-        dataset = CaptionDataset(items, data.paths, self.transform)
+        dataset = self._dataset(split, items)
         return EvalLoader(self._loader(dataset, self.hparams.eval_batch_size, shuffle=False))
 
     def val_dataloader(self) -> EvalLoader:
@@ -401,6 +528,106 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> EvalLoader:
         return self.eval_loader("test")
+
+    # ----------------------------------------------------------------------- feature cache
+    def use_feature_cache(
+        self, encoder: nn.Module, stage: str | None = None, device: torch.device | str = "cpu"
+    ) -> dict[str, Path]:
+        """Read, or first build, the frozen ``encoder`` 's features of every picture of the splits
+        ``stage`` uses; from then on those splits' batches carry features, not pictures.
+
+        Building runs ``encoder`` (in eval mode, on ``device``) once over the pictures in batches
+        of ``eval_batch_size``; the task calls this from its ``setup``. Returns the cache files.
+
+        Raises:
+            UserError: no ``feature_cache`` folder, an encoder that is not frozen, or a transform
+                with random steps (a cache holds one view of each picture).
+            DataError: a cache file that does not read (delete it to rebuild it).
+        """
+        if self.feature_cache is None:
+            raise UserError("use_feature_cache needs the data module's feature_cache folder")
+        if not getattr(encoder, "freeze", False):
+            raise UserError(
+                "feature_cache needs a frozen encoder (ImageEncoder(freeze=True)): a CNN being "
+                "fine-tuned changes its features at every step; unset feature_cache to fine-tune"
+            )
+        if steps := random_steps(self.transform):
+            raise UserError(
+                f"feature_cache holds one view of each picture, but the transform has random "
+                f"steps ({', '.join(steps)}): drop them or unset feature_cache"
+            )
+        if self.vocab is None:
+            self.setup(stage)
+        digest = encoder_digest(encoder)
+        paths = {}
+        for split in _STAGE_FEATURES.get(stage, tuple(self.splits)):
+            if not self._read(split).image_ids:
+                continue  # nothing to cache: its (empty) loader reads no picture
+            path = self.feature_cache / f"{split}-{self._cache_key(split, digest)}.npy"
+            if not path.is_file():
+                self._write_features(split, encoder, torch.device(device), path)
+            self.features[split] = self._read_features(split, path)
+            paths[split] = path
+        return paths
+
+    def _cache_key(self, split: str, encoder_sha: str) -> str:
+        """What the features of ``split`` depend on: the encoder, the transform, the pictures."""
+        data = self._read(split)
+        digest = hashlib.sha256(f"v1 {split} {encoder_sha} {self.transform!r}".encode())
+        for image_id in data.image_ids:
+            path, stat = data.paths[image_id], data.paths[image_id].stat()
+            with contextlib.suppress(ValueError):
+                path = path.relative_to(self.data_dir)
+            digest.update(f"{image_id}\t{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:24]
+
+    def _write_features(
+        self, split: str, encoder: nn.Module, device: torch.device, path: Path
+    ) -> None:
+        """Run ``encoder`` over ``split`` 's pictures into ``path`` (N, S, F) float32 rows in the
+        order of ``image_ids``: a temporary file, renamed once complete."""
+        data = self.splits[split]
+        dataset = CaptionDataset([(i, []) for i in data.image_ids], data.paths, self.transform)
+        loader = DataLoader(  # its own generator: the global random stream stays as it was
+            dataset, self.hparams.eval_batch_size, collate_fn=collate,
+            num_workers=self.hparams.num_workers, generator=torch.Generator(),
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        rank_zero_info(f"captions: caching {split} features of {len(dataset)} pictures in {path}")
+        training, home = encoder.training, next(encoder.parameters()).device
+        encoder.eval().to(device)
+        try:
+            out, row = None, 0
+            with torch.inference_mode():
+                for batch in loader:
+                    features = encoder(batch.images.to(device)).float().cpu().numpy()  # (B, S, F)
+                    if out is None:
+                        shape = (len(dataset), *features.shape[1:])
+                        out = np.lib.format.open_memmap(tmp, "w+", np.float32, shape)
+                    out[row : row + len(features)] = features
+                    row += len(features)
+            out.flush()
+            del out  # closes the memory map before the rename
+            os.replace(tmp, path)
+        finally:
+            encoder.to(home).train(training)
+            tmp.unlink(missing_ok=True)
+
+    def _read_features(self, split: str, path: Path) -> tuple[dict[int, int], np.ndarray]:
+        """Image id -> row, and the memory-mapped ``(N, S, F)`` features, once checked to be a
+        cache of this split."""
+        ids = self.splits[split].image_ids
+        try:
+            features = np.load(path, mmap_mode="r")  # no pickle: allow_pickle is off
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path}: not a readable feature cache ({err}); delete it") from None
+        if features.ndim != 3 or features.shape[0] != len(ids) or features.dtype != np.float32:
+            raise DataError(
+                f"{path}: holds {features.dtype} {features.shape}, not ({len(ids)}, S, F) float32 "
+                "features of this split; delete it"
+            )
+        return {image_id: row for row, image_id in enumerate(ids)}, features
 
     # ----------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -153,14 +153,68 @@ def test_missing_picture_fails_at_setup(tmp_path: Path) -> None:
     assert name in str(info.value) and "\n" not in str(info.value)
 
 
-def test_corrupt_picture_names_the_file(tmp_path: Path) -> None:
+def test_corrupt_picture_fails_at_setup_naming_the_file(tmp_path: Path) -> None:
     root = _copy(TINY, tmp_path / "d")
     name = _annotations(root, "val")["images"][0]["file_name"]
     (root / "images" / name).write_bytes(b"not a png")
-    dm = CocoCaptionsDataModule(str(root), image_size=32, min_count=1)
+    with pytest.raises(DataError, match=f"{name}: not a readable picture") as info:
+        CocoCaptionsDataModule(str(root), image_size=32, min_count=1).setup("fit")
+    assert "\n" not in str(info.value) and "skip_bad_images" in str(info.value)
+    # Checked only for existence, the picture fails its batch, still naming the file.
+    dm = CocoCaptionsDataModule(str(root), image_size=32, min_count=1, check_images="exists")
     dm.setup("fit")
     with pytest.raises(DataError, match=name):
         list(dm.val_dataloader())
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG"])
+def test_truncated_picture_found_by_the_check(tmp_path: Path, kind: str) -> None:
+    root = _copy(TINY, tmp_path / "d")
+    name = _annotations(root, "train")["images"][1]["file_name"]
+    path = root / "images" / name
+    Image.effect_noise((64, 64), 50).convert("RGB").save(path, format=kind)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    if kind == "JPEG":  # "header" reads only a JPEG's header: "decode" is the check that sees it
+        CocoCaptionsDataModule(str(root), min_count=1, check_images="header").setup("fit")
+    check = "header" if kind == "PNG" else "decode"
+    with pytest.raises(DataError, match=f"{name}: not a readable picture"):
+        CocoCaptionsDataModule(str(root), min_count=1, check_images=check).setup("fit")
+
+
+def test_bad_pictures_skipped_and_counted(tmp_path: Path) -> None:
+    root = _copy(TINY, tmp_path / "d")
+    train = _annotations(root, "train")["images"]
+    (root / "images" / train[0]["file_name"]).write_bytes(b"\x89PNG broken")
+    (root / "images" / _annotations(root, "val")["images"][1]["file_name"]).unlink()
+    dm = CocoCaptionsDataModule(
+        str(root), image_size=32, min_count=1, batch_size=2, skip_bad_images=True
+    )
+    dm.setup("fit")
+    assert dm.skipped_images == {"train": 1, "val": 1}
+    assert sorted(dm.references("train")) == [train[1]["id"]]
+    assert len(dm.references("val")) == 1
+    seen = {i for batch in dm.train_dataloader() for i in batch.image_ids.tolist()}
+    assert seen == {train[1]["id"]}  # a whole epoch, only readable pictures
+    assert len([i for b in dm.val_dataloader() for i in b.image_ids.tolist()]) == 1
+
+
+def test_overlong_caption_dropped_from_training_only(tmp_path: Path) -> None:
+    root = _copy(TINY, tmp_path / "d")
+    coco = _annotations(root, "train")
+    coco["annotations"][0]["caption"] = "a very long caption " * 500  # 2,000 words
+    _write(root, "train", coco)
+    dm = CocoCaptionsDataModule(str(root), image_size=32, min_count=1, batch_size=100, max_len=20)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert dm.dropped_long == 1 and len(batch) == len(coco["annotations"]) - 1
+    assert batch.captions_in.shape[1] <= 21
+    image_id = coco["annotations"][0]["image_id"]
+    assert len(dm.reference_tokens("train")[image_id][0]) == 2000  # references keep it
+
+
+def test_unknown_check_images_value() -> None:
+    with pytest.raises(ValueError, match="check_images"):
+        CocoCaptionsDataModule(str(TINY), check_images="thorough")
 
 
 def test_empty_captions_skipped_and_counted(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ so :mod:`zoo.decoding` runs on them::
 
     hyps = beam_search(model.decode_step, model.reorder_state, model.encode(images), bos, eos, 20)
 
+``images`` may also be ``(B, S, F)`` features the frozen encoder computed before (a data module's
+feature cache): :meth:`CaptioningModel.image_features` then skips the CNN.
+
 ``forward`` is the same computation as ``encode`` followed by ``decode_step`` on
 ``captions_in[:, t]`` for every ``t``. :meth:`ShowAttendTell.forward_with_attention` also returns
 the ``(B, T, S)`` attention weights, for the doubly stochastic penalty
@@ -75,8 +78,8 @@ class ImageEncoder(nn.Module):
             self.output_size = model.fc.in_features
             self.cnn = nn.Sequential(*list(model.children())[:-2])  # without avgpool and fc
         self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
-        if freeze:
-            self.cnn.requires_grad_(False)
+        if freeze:  # eval now too: Lightning keeps the modes modules have (no .train() at fit)
+            self.cnn.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> ImageEncoder:
         super().train(mode)
@@ -155,6 +158,20 @@ class CaptioningModel(nn.Module):
     def encode(self, images: Tensor) -> CaptionState:
         raise NotImplementedError
 
+    def image_features(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` pictures -> ``(B, S, F)`` through the encoder. ``(B, S, F)`` features
+        this frozen encoder computed before (a data module's ``feature_cache``) pass through."""
+        if images.dim() == 4:
+            return self.encoder(images)
+        if images.dim() != 3 or images.shape[-1] != self.encoder.output_size:
+            raise ValueError(
+                f"expected (B, 3, H, W) pictures or (B, S, {self.encoder.output_size}) features, "
+                f"got {tuple(images.shape)}"
+            )
+        if not self.encoder.freeze:
+            raise ValueError("precomputed features need a frozen encoder (freeze=True)")
+        return images
+
     def decode_step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
         raise NotImplementedError
 
@@ -219,7 +236,7 @@ class ShowAndTell(CaptioningModel):
 
     def encode(self, images: Tensor) -> CaptionState:
         """Step t = -1: the image embedding enters the decoder from a zero state."""
-        pooled = self.encoder(images).mean(dim=1)  # (B, F)
+        pooled = self.image_features(images).mean(dim=1)  # (B, F)
         x = self.drop(self.image_embedding(pooled))[:, None]  # (B, 1, E)
         _, rnn = self.decoder(x)
         return CaptionState(rnn=rnn)
@@ -286,7 +303,7 @@ class ShowAttendTell(CaptioningModel):
 
     def encode(self, images: Tensor) -> CaptionState:
         """Pictures -> annotations a ``(B, L, D)`` and the initial state from their mean."""
-        memory = self.encoder(images)  # (B, L, D)
+        memory = self.image_features(images)  # (B, L, D)
         return CaptionState(
             rnn=self.init_state(memory.mean(dim=1)),
             memory=memory,
