@@ -126,6 +126,18 @@ def test_frozen_resnet_encoder() -> None:
     assert net(torch.randn(2, 3, 64, 64), _inputs(2)[1]).shape == (2, 5, VOCAB)
 
 
+def test_show_and_tell_image_norm() -> None:
+    net = _model("show_tell", "lstm").train()
+    images, captions = _inputs(batch=1)
+    assert net(images, captions).shape == (1, 5, VOCAB)  # one picture: running statistics
+    plain = _model("show_tell", "lstm", image_norm=False)
+    assert plain.image_bn is None and not plain.config()["image_norm"]
+    clone = ShowAndTell.from_config(plain.config()).eval()
+    clone.load_state_dict(plain.state_dict())
+    images, captions = _inputs()
+    torch.testing.assert_close(clone(images, captions), plain(images, captions))
+
+
 def test_bidirectional_decoder_rejected() -> None:
     with pytest.raises(ValueError, match="unidirectional"):
         ShowAndTell(VOCAB, ImageEncoder("small"), partial(LSTM, bidirectional=True))
@@ -151,16 +163,14 @@ def _accuracy(net: CaptioningModel, dm: CocoCaptionsDataModule, objects: dict) -
     return {key: value / total for key, value in hits.items()}
 
 
-# Show and Tell sees the picture once, through a pooled vector, and learns far more slowly: at
-# these sizes it names the colour on 0.35-0.95 of the val pictures after 1500 steps depending on
-# tiny numerical differences, so its case is opt-in (-m slow) and not yet reliable.
-# (steps, learning rate, CNN channels)
-LEARNING = {"show_tell": (1500, 1e-3, 64), "show_attend_tell": (300, 3e-3, 32)}
+# (steps, learning rate, CNN channels, cosine decay to 0). Show and Tell sees the picture once,
+# through one pooled vector, and needs more steps. The decay lets the small CNN's batch-norm
+# running statistics catch up with its weights: at a constant rate they lag them, and eval-mode
+# features (hence the colour hit rate) jump from checkpoint to checkpoint.
+LEARNING = {"show_tell": (900, 3e-3, 64, True), "show_attend_tell": (300, 3e-3, 32, False)}
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param("show_tell", marks=pytest.mark.slow), "show_attend_tell"]
-)
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.usefixtures("one_thread")
 def test_learns_to_name_the_colour(name: str, tmp_path: Path) -> None:
     make_shapes(tmp_path, n_train=400, n_val=40, n_test=0, image_size=32)
@@ -182,8 +192,9 @@ def _train_and_score(name, dm, objects):
         decoder=partial(LSTM, hidden_size=64),
         embedding_dim=32,
     )
-    max_steps, lr, _ = LEARNING[name]
+    max_steps, lr, _, decay = LEARNING[name]
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_steps) if decay else None
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=PAD)
     steps = 0
     net.train()
@@ -194,6 +205,8 @@ def _train_and_score(name, dm, objects):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             steps += 1
             if steps == max_steps:
                 break

@@ -207,9 +207,18 @@ class CaptioningModel(nn.Module):
 class ShowAndTell(CaptioningModel):
     """Show and Tell (Vinyals et al. 2015, section 3.1, eq. 10-12).
 
-    x_{-1} = W_e CNN(I) is the decoder's first input (once, at t = -1), then x_t = W_e S_t;
-    p_{t+1} = softmax(W_o h_t). The CNN's grid is averaged into one vector (global pooling).
-    :meth:`encode` runs step -1, so the state it returns has seen the picture.
+    x_{-1} = W_e CNN(I) is the decoder's first input (once, at t = -1, from a zero state; that
+    step's output is discarded), then x_t = W_e S_t; p_{t+1} = softmax(W_o h_t). The CNN's grid is
+    averaged into one vector (global pooling). :meth:`encode` runs step -1, so the state it
+    returns has seen the picture.
+
+    ``image_norm`` batch-normalises x_{-1}, putting the picture in the words' space at their scale
+    (``nn.Embedding`` rows are N(0, 1) per dimension). Without it a linear W_e on pooled features
+    (about 0.4 each, varying far less between pictures) gives an input of about 0.2 that hardly
+    moves the LSTM, and Adam grows W_e's output at a rate proportional to its input, so the
+    decoder learns to read the picture very slowly. im2txt (the authors' release) needs no norm:
+    its W_e reads 2048 Inception features, giving x_{-1} of about unit size. At inference the norm
+    is a fixed affine map, so x_{-1} stays linear in CNN(I).
 
     Args:
         vocab_size: words, including ``<pad> <unk> <s> </s>``.
@@ -218,6 +227,7 @@ class ShowAndTell(CaptioningModel):
         embedding_dim: size of the word and image embeddings (512 in the paper).
         dropout: on the embeddings and before the output layer (the paper used dropout).
         pad_id: padding id; its embedding is zero.
+        image_norm: batch-normalise the image embedding (see above); False: im2txt's plain W_e.
     """
 
     def __init__(
@@ -228,18 +238,33 @@ class ShowAndTell(CaptioningModel):
         embedding_dim: int = 512,
         dropout: float = 0.0,
         pad_id: int = 0,
+        image_norm: bool = True,
     ) -> None:
         super().__init__(vocab_size, encoder, embedding_dim, dropout, pad_id)
         self.decoder = _check_decoder((decoder or partial(LSTM, hidden_size=512))(embedding_dim))
         self.image_embedding = nn.Linear(self.encoder.output_size, embedding_dim)  # W_e on I
+        self.image_norm = image_norm
+        self.image_bn = nn.BatchNorm1d(embedding_dim) if image_norm else None
         self.head = nn.Linear(self.decoder.hidden_size, vocab_size)  # W_o
 
     def encode(self, images: Tensor) -> CaptionState:
         """Step t = -1: the image embedding enters the decoder from a zero state."""
         pooled = self.image_features(images).mean(dim=1)  # (B, F)
-        x = self.drop(self.image_embedding(pooled))[:, None]  # (B, 1, E)
-        _, rnn = self.decoder(x)
+        x = self.drop(self._embed_image(pooled))[:, None]  # (B, 1, E)
+        _, rnn = self.decoder(x)  # the output of step -1 predicts nothing
         return CaptionState(rnn=rnn)
+
+    def _embed_image(self, pooled: Tensor) -> Tensor:
+        """``(B, F)`` pooled features -> ``(B, E)`` x_{-1}."""
+        x = self.image_embedding(pooled)
+        if self.image_bn is None:
+            return x
+        bn = self.image_bn
+        if bn.training and x.shape[0] == 1:  # one picture has no batch statistics: use running ones
+            return nn.functional.batch_norm(
+                x, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps
+            )
+        return bn(x)
 
     def decode_step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
         """One step: ``(N,)`` previous words -> ``(N, V)`` logits of the next, new state."""
