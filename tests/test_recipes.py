@@ -4,12 +4,15 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torchvision
 
 from datamodules.char_text import BUNDLED_SHAKESPEARE
 from datamodules.parallel_text import BUNDLED_BIBLE
 from zoo.lightning_cli import ZooCLI, find_task_class
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+COCO_TINY = ROOT / "tests" / "data" / "coco_tiny"
 
 # Paper recipes name data the user brings, and GPUs; build them here on what this machine has.
 LOCAL = {
@@ -26,13 +29,35 @@ LOCAL = {
         "--data.download",
         "false",
     ],
+    # COCO and the prepared shapes / Tux Paint sets are not here: the shipped shapes fixture is.
+    "captioning": [
+        "--data.data_dir",
+        str(COCO_TINY),
+        "--data.karpathy_split",
+        "null",
+        "--data.num_workers",
+        "0",
+    ],
 }
 ON_CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
           "--trainer.logger", "false"]  # fmt: skip
 
 
+@pytest.fixture
+def no_weight_download(monkeypatch):
+    """Build torchvision CNNs that a recipe names with ImageNet weights from random weights: the
+    weights download from the web (jsonargparse cannot set a nested ``weights: null`` from the
+    command line, so the recipe keeps its value)."""
+    get_model = torchvision.models.get_model
+    monkeypatch.setattr(
+        torchvision.models,
+        "get_model",
+        lambda name, **kw: get_model(name, **{**kw, "weights": None}),
+    )
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_recipe_builds(recipe, tmp_path):
+def test_recipe_builds(recipe, tmp_path, no_weight_download):
     args = ["--config", str(recipe), *LOCAL.get(recipe.parent.name, []), *ON_CPU,
             "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
     cli = ZooCLI(find_task_class(args), args=args, run=False)
