@@ -72,3 +72,31 @@ def test_tiny_recipe_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(ROOT)
     code = main(["fit", "--config", str(RECIPE), "--trainer.default_root_dir", str(tmp_path)])
     assert code in (0, None)
+
+
+def test_wandb_table_has_captions_and_attention_overlays(tmp_path: Path, monkeypatch) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    torch.manual_seed(0)
+    dm = CocoCaptionsDataModule(str(TINY), image_size=32, min_count=1, batch_size=4)
+    factory = partial(ShowAttendTell, encoder=ImageEncoder("small", channels=8),
+                      decoder=partial(LSTM, hidden_size=16), embedding_dim=8)  # fmt: skip
+    task = CaptioningTask(dm.vocab_size, model=factory, max_len=5, meteor=False, examples=2)
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True)
+    tables = []
+    monkeypatch.setattr(logger, "log_table", lambda **kwargs: tables.append(kwargs))
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=logger, enable_progress_bar=False,
+        default_root_dir=tmp_path, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.validate(task, datamodule=dm, verbose=False)
+    (table,) = tables
+    assert table["key"] == "val/captions"
+    assert table["columns"] == ["image_id", "image", "generated", "references", "attention"]
+    assert len(table["data"]) == 2
+    for image_id, _, generated, references, overlay in table["data"]:
+        assert generated == " ".join(task.last_captions[image_id])
+        assert references == "\n".join(dm.references("val")[image_id])
+        assert overlay.image is not None  # a rendered figure

@@ -244,17 +244,39 @@ class CaptioningTask(pl.LightningModule):
         datamodule = self._data()
         references = datamodule.references(split)
         paths = datamodule.splits[split].paths
+        examples = list(by_id.items())[: self.examples]  # the same pictures each time
         rows = [
             [i, wandb.Image(str(paths[i])), " ".join(words), "\n".join(references[i])]
-            for i, words in list(by_id.items())[: self.examples]  # the same pictures each time
+            for i, words in examples
         ]
+        columns = ["image_id", "image", "generated", "references"]
+        if hasattr(self.model, "forward_with_attention"):  # Show, Attend and Tell: overlays
+            columns.append("attention")
+            for row, figure in zip(rows, self._attention_figures(datamodule, paths, examples)):
+                row.append(wandb.Image(figure))
         for logger in loggers:
             logger.log_table(
-                key=f"{split}/captions",
-                columns=["image_id", "image", "generated", "references"],
-                data=rows,
-                step=self.global_step,
+                key=f"{split}/captions", columns=columns, data=rows, step=self.global_step
             )
+
+    @torch.no_grad()
+    def _attention_figures(self, datamodule: Any, paths: Any, examples: list) -> list:
+        """One attention-overlay figure (as ``rnn-zoo caption --plot-attention`` draws it) per
+        ``(image_id, words)`` example, from the pictures on disk."""
+        from datamodules.coco_captions import load_image
+        from zoo.caption import attention_figure, attention_maps
+
+        pictures = [load_image(paths[i]) for i, _ in examples]
+        images = torch.stack([datamodule.transform(p) for p in pictures]).to(self.device)
+        captions = [datamodule.vocab.encode(words) for _, words in examples]
+        was_training = self.model.training
+        self.model.eval()
+        maps = attention_maps(self.model, images, captions)
+        self.model.train(was_training)
+        return [
+            attention_figure(picture, [*words, "</s>"], weights)
+            for picture, (_, words), weights in zip(pictures, examples, maps)
+        ]
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
