@@ -17,9 +17,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.coco_captions import Batch
-from datamodules.parallel_text import BOS, EOS
 from zoo.caption_metrics import score_captions
-from zoo.decoding import beam_search, greedy_search
 from zoo.errors import DataError, UserError
 from zoo.models.captioning import CaptioningModel, ShowAttendTell, doubly_stochastic_penalty
 
@@ -160,16 +158,9 @@ class CaptioningTask(pl.LightningModule):
         return loss
 
     def _decode(self, images: Tensor, beam_size: int) -> list[list[int]]:
-        model, state = self.model, self.model.encode(images)
-        size, max_len = images.shape[0], self.decoding["max_len"]
-        if beam_size == 1:
-            hyps = greedy_search(model.decode_step, state, BOS, EOS, max_len, batch_size=size)
-        else:
-            hyps = beam_search(
-                model.decode_step, model.reorder_state, state, BOS, EOS, max_len,
-                beam_size=beam_size, batch_size=size,
-            )  # fmt: skip
-        return hyps.best
+        from zoo.caption import decode_images
+
+        return decode_images(self.model, images, beam_size, self.decoding["max_len"])
 
     def _eval_step(self, batch: Batch, metric: MeanMetric, beam_size: int) -> None:
         nll, _, words = self._losses(batch)
