@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import torch
 
 from datamodules.wmt14 import file_digest
 from zoo.errors import DataError, UserError
+from zoo.files import one_line, temp_beside
 
 HOST = "http://images.cocodataset.org"
 MIRROR_ENV = "RNN_ZOO_COCO_MIRROR"  # a base URL replacing HOST (a proxy, a local copy)
@@ -176,7 +176,7 @@ class _Fetch:
     def __init__(self, fetcher: _Fetcher, archive: Archive, keep: bool) -> None:
         self.fetcher, self.archive, self.keep = fetcher, archive, keep
         self.path = fetcher.downloads / archive.name
-        self.tmp = _temp_beside(self.path)
+        self.tmp = temp_beside(self.path)
 
     def __enter__(self) -> tuple[Path, str]:
         """The archive to read, and how errors name it (its path or URL)."""
@@ -206,7 +206,7 @@ def _download(url: str, dst: Path, progress: bool) -> None:
     except URLError as err:
         raise DataError(f"{url}: download failed ({err.reason})") from None
     except (OSError, http.client.HTTPException, ValueError) as err:
-        raise DataError(f"{url}: download failed ({_one_line(err)})") from None
+        raise DataError(f"{url}: download failed ({one_line(err)})") from None
 
 
 def mismatch(path: Path, archive: Archive) -> str | None:
@@ -223,7 +223,7 @@ def mismatch(path: Path, archive: Archive) -> str | None:
 def _extract(archive: Path, origin: str, prefix: str, out: Path) -> None:
     """Extract the members whose names start with ``prefix`` into a temporary folder, then move
     each top-level entry (a picture folder, or the caption files) into ``out``."""
-    tmp = _temp_beside(out / ".extract")
+    tmp = temp_beside(out / ".extract")
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if m.filename.startswith(prefix)]
@@ -241,29 +241,19 @@ def _extract(archive: Path, origin: str, prefix: str, out: Path) -> None:
             for path in sorted((tmp / top).iterdir()):
                 os.replace(path, out / top / path.name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as err:
-        raise DataError(f"{origin}: not a complete, readable zip ({_one_line(err)})") from None
+        raise DataError(f"{origin}: not a complete, readable zip ({one_line(err)})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ helpers
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def main(argv: list[str] | None = None) -> int:

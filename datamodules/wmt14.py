@@ -42,7 +42,6 @@ import os
 import re
 import sys
 import tarfile
-import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +54,7 @@ from urllib.error import HTTPError, URLError
 import torch
 
 from zoo.errors import DataError, UserError
+from zoo.files import one_line, temp_beside
 
 STATMT = "https://www.statmt.org"
 MIRROR_ENV = "RNN_ZOO_WMT_MIRROR"  # a base URL that replaces STATMT (a proxy, a local copy)
@@ -167,7 +167,7 @@ def download_wmt14(
     archives.mkdir(parents=True, exist_ok=True)
     fetch = _Fetcher(host, archives, keep_archives, progress)
     outputs = [f"{prefix}.{lang}" for prefix in ("train", VALID, TEST) for lang in LANGS]
-    temps = {name: _temp_beside(data_dir / name) for name in [*outputs, MANIFEST]}
+    temps = {name: temp_beside(data_dir / name) for name in [*outputs, MANIFEST]}
     try:
         counts = _write_train(fetch, sources, corpora, temps["train.en"], temps["train.fr"])
         for prefix in (VALID, TEST):
@@ -267,7 +267,7 @@ class _Fetcher:
             except DataError as err:  # with no checksum, extraction is the check
                 raise DataError(f"{err}; delete it to download it again") from None
             return
-        tmp = _temp_beside(path)
+        tmp = temp_beside(path)
         try:
             self.log(f"downloading {url}")
             _download(url, tmp, self.progress)
@@ -295,7 +295,7 @@ def _download(url: str, dst: Path, progress: bool) -> None:
     except URLError as err:
         raise DataError(f"{url}: download failed ({err.reason})") from None
     except (OSError, http.client.HTTPException, ValueError) as err:
-        raise DataError(f"{url}: download failed ({_one_line(err)})") from None
+        raise DataError(f"{url}: download failed ({one_line(err)})") from None
 
 
 def mismatch(path: Path, source: Source) -> str | None:
@@ -342,7 +342,7 @@ def _extract(
             while raw.read(1 << 20):
                 pass
     except READ_ERRORS as err:
-        raise DataError(f"{origin}: not a complete, readable archive ({_one_line(err)})") from None
+        raise DataError(f"{origin}: not a complete, readable archive ({one_line(err)})") from None
     if missing := [name for name in handlers if name not in results]:
         raise DataError(f"{origin}: has no member {', '.join(missing)}")
     return results
@@ -384,16 +384,6 @@ def read_sgm(member: IO[bytes]) -> list[str]:
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as f:
         f.writelines(f"{line}\n" for line in lines)
-
-
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 import zoo
 from zoo.checkpoint import read_checkpoint, submodule_state
 from zoo.errors import CheckpointError, UserError
+from zoo.files import one_line, temp_beside
 
 #: The repository's manifest; ``$RNN_ZOO_MANIFEST`` or a ``manifest`` argument replace it.
 DEFAULT_MANIFEST = Path(zoo.__file__).resolve().parent.parent / "checkpoints" / "manifest.yaml"
@@ -212,7 +212,7 @@ def _build(
     try:
         return BUILDERS[task](config, state, _from_json(extras))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
-        message = f"{type(err).__name__}: {_one_line(err)}"
+        message = f"{type(err).__name__}: {one_line(err)}"
         raise CheckpointError(f"{path}: config does not match the weights ({message})") from None
 
 
@@ -245,7 +245,7 @@ def _write_safetensors(path: Path, model: nn.Module, header: str, fp16: bool) ->
     aliases = tied_aliases(state)
     tensors = {k: _stored(v, fp16) for k, v in state.items() if k not in aliases}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: header})
         os.chmod(tmp, 0o644)  # published files are readable by all, like any other data
@@ -266,7 +266,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata, state = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({one_line(err)})") from None
     if METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: has no rnn-zoo metadata; publish with rnn-zoo export")
     try:
@@ -328,7 +328,7 @@ def read_manifest(manifest: str | Path | None = None) -> dict[str, Any]:
     except FileNotFoundError:
         raise PretrainedError(f"{path}: no manifest; set RNN_ZOO_MANIFEST to one") from None
     except yaml.YAMLError as err:
-        raise PretrainedError(f"{path}: not valid YAML ({_one_line(err)})") from None
+        raise PretrainedError(f"{path}: not valid YAML ({one_line(err)})") from None
     entries = data.get("checkpoints") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and "name" in e for e in entries
@@ -421,7 +421,7 @@ def _mismatch(path: Path, entry: dict[str, Any]) -> str | None:
 def _fetch(url: str, cached: Path, entry: dict[str, Any], progress: bool) -> Path:
     """Download to a temp file beside ``cached``, verify, then move into place."""
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(cached)
+    tmp = temp_beside(cached)
     try:
         try:
             torch.hub.download_url_to_file(url, str(tmp), progress=progress)
@@ -432,7 +432,7 @@ def _fetch(url: str, cached: Path, entry: dict[str, Any], progress: bool) -> Pat
         except URLError as err:
             raise PretrainedError(f"{url}: download failed ({err.reason})") from None
         except (OSError, http.client.HTTPException, ValueError) as err:
-            raise PretrainedError(f"{url}: download failed ({_one_line(err)})") from None
+            raise PretrainedError(f"{url}: download failed ({one_line(err)})") from None
         if problem := _mismatch(tmp, entry):
             raise PretrainedError(f"{url}: download rejected, not the manifest's file ({problem})")
         os.replace(tmp, cached)
@@ -451,15 +451,6 @@ def _task_of(name: str) -> str:
     if match[1] not in BUILDERS:
         raise PretrainedError(f"name {name!r}: unknown task {match[1]!r}; known: {list(BUILDERS)}")
     return match[1]
-
-
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def _few(items: list[str], limit: int = 4) -> str:
