@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import shutil
@@ -37,13 +36,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.error import HTTPError, URLError
-
-import torch
 
 from datamodules.wmt14 import file_digest
 from zoo.errors import DataError, UserError
-from zoo.files import one_line, temp_beside
+from zoo.files import download, one_line, temp_beside
 
 HOST = "http://images.cocodataset.org"
 MIRROR_ENV = "RNN_ZOO_COCO_MIRROR"  # a base URL replacing HOST (a proxy, a local copy)
@@ -184,7 +180,7 @@ class _Fetch:
             return self.path, str(self.path)
         url = f"{self.fetcher.host}/{self.archive.path}"
         self.fetcher.log(f"downloading {url}")
-        _download(url, self.tmp, self.fetcher.progress)
+        download(url, self.tmp, self.fetcher.progress)
         if problem := mismatch(self.tmp, self.archive):
             self.tmp.unlink(missing_ok=True)
             raise DataError(f"{url}: download rejected ({problem})")
@@ -196,17 +192,6 @@ class _Fetch:
         elif kind is None and not self.keep:
             self.path.unlink(missing_ok=True)
         self.tmp.unlink(missing_ok=True)
-
-
-def _download(url: str, dst: Path, progress: bool) -> None:
-    try:
-        torch.hub.download_url_to_file(url, str(dst), progress=progress)
-    except HTTPError as err:
-        raise DataError(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
-    except URLError as err:
-        raise DataError(f"{url}: download failed ({err.reason})") from None
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        raise DataError(f"{url}: download failed ({one_line(err)})") from None
 
 
 def mismatch(path: Path, archive: Archive) -> str | None:

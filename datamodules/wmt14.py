@@ -36,7 +36,6 @@ import argparse
 import functools
 import gzip
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -49,12 +48,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
-from urllib.error import HTTPError, URLError
-
-import torch
 
 from zoo.errors import DataError, UserError
-from zoo.files import one_line, temp_beside
+from zoo.files import download, one_line, temp_beside
 
 STATMT = "https://www.statmt.org"
 MIRROR_ENV = "RNN_ZOO_WMT_MIRROR"  # a base URL that replaces STATMT (a proxy, a local copy)
@@ -270,7 +266,7 @@ class _Fetcher:
         tmp = temp_beside(path)
         try:
             self.log(f"downloading {url}")
-            _download(url, tmp, self.progress)
+            download(url, tmp, self.progress)
             if problem := mismatch(tmp, source):
                 raise DataError(f"{url}: download rejected ({problem})")
             if source.sha256 is None and source.md5 is None:
@@ -285,17 +281,6 @@ class _Fetcher:
                 os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def _download(url: str, dst: Path, progress: bool) -> None:
-    try:
-        torch.hub.download_url_to_file(url, str(dst), progress=progress)
-    except HTTPError as err:
-        raise DataError(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
-    except URLError as err:
-        raise DataError(f"{url}: download failed ({err.reason})") from None
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        raise DataError(f"{url}: download failed ({one_line(err)})") from None
 
 
 def mismatch(path: Path, source: Source) -> str | None:

@@ -17,3 +17,23 @@ def one_line(err: BaseException) -> str:
     """The first line of an error's message (at most 300 characters), for one-line errors."""
     lines = str(err).strip().splitlines()
     return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def download(url: str, dst: Path, progress: bool = True) -> None:
+    """Fetch ``url`` into ``dst`` with torch.hub's downloader; failures are one
+    :class:`~zoo.errors.DataError` line naming the URL."""
+    import http.client
+    from urllib.error import HTTPError, URLError
+
+    import torch
+
+    from zoo.errors import DataError
+
+    try:
+        torch.hub.download_url_to_file(url, str(dst), progress=progress)
+    except HTTPError as err:
+        raise DataError(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
+    except URLError as err:
+        raise DataError(f"{url}: download failed ({err.reason})") from None
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise DataError(f"{url}: download failed ({one_line(err)})") from None
