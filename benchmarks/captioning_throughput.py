@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.coco_captions import CocoCaptionsDataModule
-from datamodules.parallel_text import BOS, EOS
+from datamodules.prepare.shapes import make_shapes
+from datamodules.vocab import BOS, EOS
 from zoo.cores import LSTM
 from zoo.decoding import beam_search, greedy_search
 from zoo.models.captioning import CaptioningModel, ImageEncoder, ShowAndTell, ShowAttendTell
-from zoo.prepare.shapes import make_shapes
 
 
 def _sync(device: torch.device) -> None:

@@ -20,25 +20,27 @@ many hypotheses hit the limit; a trained checkpoint gives the realistic numbers.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import inspect
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
-from datamodules.parallel_text import (
-    ParallelTextDataModule,
-    drop_empty,
-    find_file,
-    pad_rows,
-    read_parallel,
-)
-from zoo.lightning_cli import ZooCLI, find_task_class
+from datamodules.pairs import pad_rows
+from datamodules.parallel_text import ParallelTextDataModule
+from datamodules.text_files import drop_empty, find_file, read_parallel
+from zoo.checkpoint import read_checkpoint
+from zoo.decoding import DecodeSettings
 from zoo.models.translation import TranslationModel
-from zoo.translate import decode_batch, encode_lines, length_batches, load_translator, max_lengths
+from zoo.predict import Translator
+from zoo.predict.translation import decode_batch, encode_lines, length_batches
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "translation" / "demo-bible.yaml"
 
@@ -50,17 +52,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def build(spec: Any) -> Any:
+    """A recipe's ``class_path`` / ``init_args`` entry as a callable, nested entries included
+    (what LightningCLI makes of it, for a benchmark that needs no command line)."""
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = spec["class_path"].rpartition(".")
+        args = {key: build(value) for key, value in (spec.get("init_args") or {}).items()}
+        return functools.partial(getattr(importlib.import_module(module), name), **args)
+    return spec
+
+
 def from_recipe(
     recipe: Path, batch_size: int
-) -> tuple[TranslationModel, ParallelTextDataModule, dict]:
+) -> tuple[TranslationModel, ParallelTextDataModule, DecodeSettings]:
     """The recipe's freshly initialised model, its data module and its decoding settings."""
-    with tempfile.TemporaryDirectory(prefix="rnn-zoo-bench-") as root:
-        args = ["--config", str(recipe), "--data.batch_size", str(batch_size),
-                "--data.cache_dir", "null",  # SentencePiece in memory (~5 s): nothing written
-                "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-                "--trainer.logger", "false", "--trainer.default_root_dir", root]  # fmt: skip
-        cli = ZooCLI(find_task_class(args), args=args, run=False)
-    return cli.model.model, cli.datamodule, dict(cli.model.decoding)
+    config = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    torch.manual_seed(config.get("seed_everything") or 0)
+    # SentencePiece in memory (~5 s): nothing written
+    data = build(config["data"])(batch_size=batch_size, cache_dir=None)
+    task = build(config["model"])(data.num_src_tokens, data.num_tgt_tokens)
+    return task.model, data, task.decoding
+
+
+def checkpoint_data(path: Path) -> ParallelTextDataModule:
+    """The data module a checkpoint was trained with (its saved settings; for the test split)."""
+    settings = read_checkpoint(path, "translation").get("data_hparams") or {}
+    names = inspect.signature(ParallelTextDataModule.__init__).parameters
+    return ParallelTextDataModule(**{k: v for k, v in settings.items() if k in names})
 
 
 def source_sentences(data: ParallelTextDataModule, limit: int | None) -> tuple[list[str], int]:
@@ -87,24 +105,20 @@ def make_batches(
 
 @torch.no_grad()
 def time_decoding(
-    model: TranslationModel, batches: Batches, beam_size: int, decoding: dict
+    model: TranslationModel, batches: Batches, beam_size: int, decoding: DecodeSettings
 ) -> tuple[float, float, float, float]:
     """Seconds to decode every batch (wall clock, and this process's CPU time, which a busy
     machine disturbs less), mean output length (tokens), and the share of hypotheses that
     stopped at the length limit."""
-    settings = {k: decoding.get(k, v) for k, v in (("max_len_a", 1.5), ("max_len_b", 5))}
+    settings = decoding.override(beam_size=beam_size)
     device = batches[0][0].device
     _sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     lengths, limits = [], []
     for src, src_lengths in batches:
-        hyps = decode_batch(
-            model, src, src_lengths, beam_size=beam_size,
-            length_penalty=decoding.get("length_penalty", 1.0),
-            early_stopping=decoding.get("early_stopping", True), **settings,
-        )  # fmt: skip
+        hyps = decode_batch(model, src, src_lengths, settings)
         lengths += [len(h) for h in hyps.best]
-        limits += max_lengths(src_lengths, settings["max_len_a"], settings["max_len_b"]).tolist()
+        limits += settings.max_lengths(src_lengths).tolist()
     _sync(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     at_limit = sum(n >= limit for n, limit in zip(lengths, limits)) / len(lengths)
@@ -161,14 +175,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.checkpoint:
-        model, data, decoding = load_translator(args.checkpoint, device)
+        translator = Translator.from_checkpoint(args.checkpoint, device)
+        model, decoding = translator.model, translator.decoding
+        data = checkpoint_data(args.checkpoint)
+        data.load_state_dict(translator.codec.state_dict())
         origin = f"{args.checkpoint}"
     else:
         model, data, decoding = from_recipe(args.recipe, args.batch_size)
         model.to(device).eval()
         origin = f"{args.recipe.name}, freshly initialised (untrained)"
     data.batch_size = args.batch_size
-    decoding["early_stopping"] = not args.exhaustive and decoding.get("early_stopping", True)
+    if args.exhaustive:
+        decoding = decoding.override(early_stopping=False)
     lines, total = source_sentences(data, args.limit)
     batches = make_batches(data, lines, args.batch_size, device)
     src, src_lengths = batches[0]
@@ -192,10 +210,10 @@ def main() -> None:
     print(f"model: {type(model).__name__}, {params / 1e6:.1f}M parameters, {origin}")
     print(
         f"decoding {len(lines):,} of {total:,} test sentences ({data.data_dir.name}), "
-        f"batch size {args.batch_size}, max length ceil({decoding.get('max_len_a', 1.5)} n) + "
-        f"{decoding.get('max_len_b', 5)}"
+        f"batch size {args.batch_size}, max length ceil({decoding.max_len_a} n) + "
+        f"{decoding.max_len_b}"
     )
-    stop = "early stopping" if decoding["early_stopping"] else "exhaustive"
+    stop = "early stopping" if decoding.early_stopping else "exhaustive"
     print(f"  medians of {args.rounds} alternating rounds; beam search with {stop}")
     for name, (seconds, cpu, mean_len, at_limit) in results.items():
         print(

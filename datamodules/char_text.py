@@ -20,13 +20,11 @@ import numpy as np
 import pytorch_lightning as pl
 from torch import Tensor
 
-import zoo
-from datamodules.vocab import UNK, CharVocab, code_points, read_text
+from datamodules.text_files import read_text
+from datamodules.vocab import CharVocab, code_points
 from zoo.errors import DataError
 
-__all__ = ["UNK", "CharTextDataModule", "CharVocab", "StreamLoader", "code_points", "read_text"]
-
-BUNDLED_SHAKESPEARE = Path(zoo.__file__).parent / "data" / "shakespeare.txt.gz"
+BUNDLED_SHAKESPEARE = Path(__file__).resolve().parent / "data" / "shakespeare.txt.gz"
 
 
 class StreamLoader:

@@ -3,8 +3,7 @@ and Tell (Xu et al. 2015).
 
 Reads ``<data_dir>/annotations/captions_{train,val,test}.json`` with ``pycocotools`` and the
 pictures under ``<data_dir>/images/`` (``image_dir``), the layout that real COCO (after moving the
-pictures) and this project's prepare commands (``zoo.prepare.shapes``, ``zoo.prepare.tuxpaint``)
-share. With ``karpathy_split`` (the path of Karpathy's ``dataset_coco.json``), the images, their
+pictures) and ``rnn-zoo prepare shapes`` / ``tuxpaint`` share. With ``karpathy_split`` (the path of Karpathy's ``dataset_coco.json``), the images, their
 split (``restval`` joins ``train``) and their captions come from that file instead, and pictures
 are found at ``<data_dir>/<filepath>/<filename>``.
 
@@ -14,8 +13,7 @@ Each split goes through::
                 -> (training only) drop captions over max_len words (counted) -> ids
                 -> Batch(images, captions_in, captions_out, image_ids)
 
-A caption ``y`` becomes ``captions_in = <s> y`` and ``captions_out = y </s>`` (teacher forcing).
-Training items are (picture, caption) pairs, one per caption; evaluation items are pictures, one
+Batches are :mod:`datamodules.caption_batches`. Training items are (picture, caption) pairs, one per caption; evaluation items are pictures, one
 per image, carrying its first caption (for the validation loss) while :meth:`references` gives all
 of them (for BLEU).
 
@@ -31,121 +29,58 @@ truncates the first caption to ``max_len``). A picture that breaks after setup (
 
 Feature cache (``feature_cache``): with a frozen CNN (``ImageEncoder(freeze=True)``), the task
 asks :meth:`CocoCaptionsDataModule.use_feature_cache` to run the CNN once over every picture of the
-splits it needs and save its output ``(N, S, F)`` float32 as ``<feature_cache>/<split>-<key>.npy``
-(written to a temporary file, then renamed; read back memory-mapped, without pickle). The key
-hashes the encoder's config and weights, the transform (so the image size), the split and each
-picture's path, size and modification time: anything else gets a new file. Batches then carry
-those features in ``Batch.images`` ``(B, S, F)`` and the model skips its CNN
-(:meth:`~zoo.models.captioning.CaptioningModel.image_features`), so the decoder trains many times
-faster, with exactly the same losses (the CNN of a frozen encoder runs in eval mode, and the
-transform has no random step: a random crop or flip would make one cached view wrong, so the
-cache refuses such a transform). The file takes ``4 x S x F`` bytes per picture: about 400 KB for
-ResNet-101's 7x7x2048 grid at 224 px (some 50 GB for COCO's 123k pictures); pool the grid
-(``grid_size``) to shrink it. Under mixed precision the cached features are float32 where the
-CNN would have run in lower precision.
+splits it needs (:mod:`datamodules.feature_cache`). Batches then carry those features in
+``Batch.images`` ``(B, S, F)`` and the model skips its CNN, with exactly the same losses (the
+frozen CNN runs in eval mode; a transform with random steps is refused). Under mixed precision
+the cached features are float32 where the CNN would have run in lower precision.
 
-Under data parallelism: training loaders are ordinary ``DataLoader`` s with ``shuffle=True``, so
-Lightning puts its ``DistributedSampler`` in (disjoint shards, the last one padded with repeats);
-evaluation loaders are plain iterables over this rank's contiguous share of the images (Lightning
-leaves them alone), so every image is decoded exactly once over all ranks and no duplicate skews
-BLEU. Ranks' shares differ by at most one image. The task gathers the hypotheses at epoch end.
+Under data parallelism training loaders are ``DataLoader`` s with ``shuffle=True`` (Lightning adds
+its ``DistributedSampler``); evaluation loaders are each rank's contiguous share of the images, so
+every image is decoded exactly once over all ranks and no duplicate skews BLEU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
-import os
 import re
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from datamodules.parallel_text import BOS, EOS, PAD, Vocab
+from datamodules.caption_batches import CaptionDataset, EvalLoader, collate, shard
+from datamodules.feature_cache import (
+    FeatureDataset,
+    cache_key,
+    check_cacheable,
+    encoder_digest,
+    read_features,
+    write_features,
+)
+from datamodules.images import default_transform, load_image, picture_problem
+from datamodules.vocab import Vocab
 from zoo.errors import DataError, UserError
 
 SPLITS = ("train", "val", "test")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 #: Splits each stage reads besides train (which defines the vocabulary).
 _STAGE_SPLITS = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
 #: Splits whose features each stage uses (a feature cache).
 _STAGE_FEATURES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
 def tokenize(caption: str) -> list[str]:
     """Lower-case words and numbers; punctuation is dropped ("A dog's ball." -> a dog's ball)."""
     return _WORD.findall(caption.lower())
-
-
-def load_image(path: Path) -> Image.Image:
-    """An RGB picture (RGBA is flattened onto white, grey and palette converted).
-
-    Raises:
-        DataError: one line naming a file that does not decode.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                return flat
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: picture not found") from None
-    except _IMAGE_ERRORS as err:
-        raise DataError(f"{path}: not a readable picture ({err})") from None
-
-
-def picture_problem(path: Path, check: str = "header") -> str | None:
-    """Why ``path`` cannot be read as a picture, or None.
-
-    Args:
-        check: "exists" (a file is there), "header" (PIL opens it and ``verify`` s it: a PNG is
-            read whole and its CRCs checked, a JPEG only up to its header) or "decode" (every
-            pixel, as training will).
-    """
-    if not path.is_file():
-        return "picture not found"
-    if check == "exists":
-        return None
-    try:
-        with Image.open(path) as image:
-            image.load() if check == "decode" else image.verify()
-    except _IMAGE_ERRORS as err:
-        return f"not a readable picture ({err})"
-    return None
-
-
-def default_transform(image_size: int) -> v2.Transform:
-    """Resize to a square ``image_size``, then a float tensor normalised with ImageNet's
-    statistics (what torchvision's pretrained ResNets expect). No flips or crops: a caption may
-    say "on the left"."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
 
 
 @dataclass
@@ -237,125 +172,6 @@ def read_split(
     data.image_ids = [i for i in data.image_ids if i not in bad]
     data.skipped_images = len(bad)
     return data
-
-
-# ------------------------------------------------------------------------------- batches
-@dataclass
-class Batch:
-    """Pictures with one caption each; Lightning moves it with :meth:`to`.
-
-    Attributes:
-        images: ``(B, 3, H, W)`` normalised pictures, or ``(B, S, F)`` the frozen CNN's features
-            of them when the data module uses a feature cache.
-        captions_in: ``(B, T)`` decoder inputs ``<s> y``, padded with ``<pad>`` (0).
-        captions_out: ``(B, T)`` targets ``y </s>``, padded.
-        image_ids: ``(B,)`` image ids (stay on the CPU), keys of :meth:`references`.
-    """
-
-    images: Tensor
-    captions_in: Tensor
-    captions_out: Tensor
-    image_ids: Tensor
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        move = {"device": device, "non_blocking": non_blocking}
-        return replace(
-            self,
-            images=self.images.to(**move),
-            captions_in=self.captions_in.to(**move),
-            captions_out=self.captions_out.to(**move),
-        )
-
-
-def collate(items: Sequence[tuple[Tensor, list[int], int]]) -> Batch:
-    """``(image, caption ids, image id)`` items -> a padded :class:`Batch`."""
-    width = max(len(ids) for _, ids, _ in items) + 1
-    captions_in = torch.full((len(items), width), PAD, dtype=torch.long)
-    captions_out = torch.full((len(items), width), PAD, dtype=torch.long)
-    for row, (_, ids, _) in enumerate(items):
-        captions_in[row, : len(ids) + 1] = torch.tensor([BOS, *ids])
-        captions_out[row, : len(ids) + 1] = torch.tensor([*ids, EOS])
-    return Batch(
-        images=torch.stack([image for image, _, _ in items]),
-        captions_in=captions_in,
-        captions_out=captions_out,
-        image_ids=torch.tensor([image_id for _, _, image_id in items]),
-    )
-
-
-class CaptionDataset(Dataset):
-    """Items ``(image (3, H, W), caption ids, image id)`` for a list of ``(image id, ids)``."""
-
-    def __init__(
-        self, items: list[tuple[int, list[int]]], paths: dict[int, Path], transform: Any
-    ) -> None:
-        self.items, self.paths, self.transform = items, paths, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, list[int], int]:
-        image_id, ids = self.items[index]
-        return self.transform(load_image(self.paths[image_id])), ids, image_id
-
-
-class FeatureDataset(Dataset):
-    """Items ``(features (S, F), caption ids, image id)`` read from a feature cache: row
-    ``rows[image id]`` of ``features`` (N, S, F) (memory-mapped) instead of the picture."""
-
-    def __init__(
-        self, items: list[tuple[int, list[int]]], rows: dict[int, int], features: np.ndarray
-    ) -> None:
-        self.items, self.rows, self.features = items, rows, features
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, list[int], int]:
-        image_id, ids = self.items[index]
-        return torch.from_numpy(np.array(self.features[self.rows[image_id]])), ids, image_id
-
-
-def random_steps(transform: Any) -> list[str]:
-    """Class names of the random steps (``Random*``) anywhere in a transform pipeline."""
-    name = type(transform).__name__
-    if name.startswith("Random"):
-        return [name]
-    return [step for inner in getattr(transform, "transforms", []) for step in random_steps(inner)]
-
-
-def encoder_digest(encoder: nn.Module) -> str:
-    """sha256 over an encoder's config (if it has one) and every tensor of its state."""
-    config = encoder.config() if hasattr(encoder, "config") else type(encoder).__qualname__
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(encoder.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-class EvalLoader:
-    """This rank's evaluation batches: a plain iterable (Lightning adds no sampler to it)."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(self.loader)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
-def shard(n: int, rank: int, world_size: int) -> np.ndarray:
-    """Rank ``rank``'s contiguous share of ``range(n)``; shares differ by at most one."""
-    if n < world_size:
-        raise DataError(f"has {n} images, fewer than the {world_size} processes")
-    return np.array_split(np.arange(n), world_size)[rank]
 
 
 class CocoCaptionsDataModule(pl.LightningDataModule):
@@ -546,88 +362,29 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         """
         if self.feature_cache is None:
             raise UserError("use_feature_cache needs the data module's feature_cache folder")
-        if not getattr(encoder, "freeze", False):
-            raise UserError(
-                "feature_cache needs a frozen encoder (ImageEncoder(freeze=True)): a CNN being "
-                "fine-tuned changes its features at every step; unset feature_cache to fine-tune"
-            )
-        if steps := random_steps(self.transform):
-            raise UserError(
-                f"feature_cache holds one view of each picture, but the transform has random "
-                f"steps ({', '.join(steps)}): drop them or unset feature_cache"
-            )
+        check_cacheable(encoder, self.transform)
         if self.vocab is None:
             self.setup(stage)
         digest = encoder_digest(encoder)
         paths = {}
         for split in _STAGE_FEATURES.get(stage, tuple(self.splits)):
-            if not self._read(split).image_ids:
+            data = self._read(split)
+            if not data.image_ids:
                 continue  # nothing to cache: its (empty) loader reads no picture
-            path = self.feature_cache / f"{split}-{self._cache_key(split, digest)}.npy"
+            pictures = {i: data.paths[i] for i in data.image_ids}
+            key = cache_key(split, digest, self.transform, pictures, self.data_dir)
+            path = self.feature_cache / f"{split}-{key}.npy"
             if not path.is_file():
-                self._write_features(split, encoder, torch.device(device), path)
-            self.features[split] = self._read_features(split, path)
+                write_features(
+                    path, encoder, list(pictures.values()), self._picture,
+                    self.hparams.eval_batch_size, self.hparams.num_workers, torch.device(device),
+                )  # fmt: skip
+            self.features[split] = read_features(path, data.image_ids)
             paths[split] = path
         return paths
 
-    def _cache_key(self, split: str, encoder_sha: str) -> str:
-        """What the features of ``split`` depend on: the encoder, the transform, the pictures."""
-        data = self._read(split)
-        digest = hashlib.sha256(f"v1 {split} {encoder_sha} {self.transform!r}".encode())
-        for image_id in data.image_ids:
-            path, stat = data.paths[image_id], data.paths[image_id].stat()
-            with contextlib.suppress(ValueError):
-                path = path.relative_to(self.data_dir)
-            digest.update(f"{image_id}\t{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:24]
-
-    def _write_features(
-        self, split: str, encoder: nn.Module, device: torch.device, path: Path
-    ) -> None:
-        """Run ``encoder`` over ``split`` 's pictures into ``path`` (N, S, F) float32 rows in the
-        order of ``image_ids``: a temporary file, renamed once complete."""
-        data = self.splits[split]
-        dataset = CaptionDataset([(i, []) for i in data.image_ids], data.paths, self.transform)
-        loader = DataLoader(  # its own generator: the global random stream stays as it was
-            dataset, self.hparams.eval_batch_size, collate_fn=collate,
-            num_workers=self.hparams.num_workers, generator=torch.Generator(),
-        )  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        rank_zero_info(f"captions: caching {split} features of {len(dataset)} pictures in {path}")
-        training, home = encoder.training, next(encoder.parameters()).device
-        encoder.eval().to(device)
-        try:
-            out, row = None, 0
-            with torch.inference_mode():
-                for batch in loader:
-                    features = encoder(batch.images.to(device)).float().cpu().numpy()  # (B, S, F)
-                    if out is None:
-                        shape = (len(dataset), *features.shape[1:])
-                        out = np.lib.format.open_memmap(tmp, "w+", np.float32, shape)
-                    out[row : row + len(features)] = features
-                    row += len(features)
-            out.flush()
-            del out  # closes the memory map before the rename
-            os.replace(tmp, path)
-        finally:
-            encoder.to(home).train(training)
-            tmp.unlink(missing_ok=True)
-
-    def _read_features(self, split: str, path: Path) -> tuple[dict[int, int], np.ndarray]:
-        """Image id -> row, and the memory-mapped ``(N, S, F)`` features, once checked to be a
-        cache of this split."""
-        ids = self.splits[split].image_ids
-        try:
-            features = np.load(path, mmap_mode="r")  # no pickle: allow_pickle is off
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"{path}: not a readable feature cache ({err}); delete it") from None
-        if features.ndim != 3 or features.shape[0] != len(ids) or features.dtype != np.float32:
-            raise DataError(
-                f"{path}: holds {features.dtype} {features.shape}, not ({len(ids)}, S, F) float32 "
-                "features of this split; delete it"
-            )
-        return {image_id: row for row, image_id in enumerate(ids)}, features
+    def _picture(self, path: Path) -> Tensor:
+        return self.transform(load_image(path))
 
     # ----------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

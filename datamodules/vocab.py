@@ -1,50 +1,22 @@
-"""Character vocabulary and text reading, without Lightning (sampling imports only this)."""
+"""Vocabularies for every task: characters (char LM) and words or pieces with the four specials
+(translation, captioning). No Lightning here: sampling, translating and captioning import only
+this."""
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Sequence
-from pathlib import Path
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from itertools import chain
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.errors import DataError
+UNK_CHAR = "\ufffd"  # character index 0: characters never seen in the training split
 
-UNK = "\ufffd"  # index 0: characters never seen in the training split
-
-
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it ends in ``.gz``; one-line errors naming the file."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file; pass an existing UTF-8 text file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; pass a UTF-8 text file")
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: not a valid gzip file ({err})") from None
-    return raw
-
-
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file (``.gz`` transparently), with one-line errors naming the file."""
-    path = Path(path)
-    raw = read_bytes(path)
-    if not raw.strip():
-        raise DataError(f"{path}: file is empty; a character model needs text to learn from")
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{path}: looks like a binary file (NUL bytes); pass UTF-8 text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-            "convert it, e.g. with iconv -t UTF-8"
-        ) from None
+#: Word ids of the specials, first in every word vocabulary.
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 
 
 def code_points(text: str) -> np.ndarray:
@@ -57,8 +29,8 @@ class CharVocab:
 
     def __init__(self, chars: Sequence[str]) -> None:
         chars = list(chars)
-        if not chars or chars[0] != UNK:
-            chars = [UNK, *[c for c in chars if c != UNK]]
+        if not chars or chars[0] != UNK_CHAR:
+            chars = [UNK_CHAR, *[c for c in chars if c != UNK_CHAR]]
         self.chars = chars
         self._points = np.array([ord(c) for c in chars[1:]], dtype=np.uint32)
         self._order = np.argsort(self._points)
@@ -66,7 +38,7 @@ class CharVocab:
 
     @classmethod
     def from_points(cls, points: np.ndarray) -> CharVocab:
-        return cls([UNK, *(chr(p) for p in np.unique(points))])
+        return cls([UNK_CHAR, *(chr(p) for p in np.unique(points))])
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -98,3 +70,66 @@ class CharVocab:
         if isinstance(ids, Tensor):
             ids = ids.tolist()
         return "".join(self.chars[i] for i in ids)
+
+
+class Vocab:
+    """Token <-> id table whose first four entries are ``<pad> <unk> <s> </s>`` (ids 0-3)."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a vocabulary must start with {SPECIALS}: {tokens[:4]}")
+        self.tokens = tokens
+        self._index = {token: i for i, token in enumerate(tokens)}
+        if len(self._index) != len(tokens):
+            raise ValueError("a vocabulary cannot list a token twice")
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], max_size: int, min_freq: int = 1) -> Vocab:
+        """The ``max_size - 4`` most frequent tokens seen at least ``min_freq`` times.
+
+        Ties are broken by the tokens' code points, so the table depends only on the counts.
+        """
+        counts = Counter(chain.from_iterable(sentences))
+        for special in SPECIALS:
+            counts.pop(special, None)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        words = [word for word, count in ranked if count >= min_freq]
+        return cls([*SPECIALS, *words[: max(max_size - len(SPECIALS), 0)]])
+
+    @classmethod
+    def from_list(cls, tokens: Sequence[str]) -> Vocab:
+        return cls(tokens)
+
+    def to_list(self) -> list[str]:
+        """The tokens in id order: what a checkpoint stores (loads with ``weights_only=True``)."""
+        return list(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.tokens == other.tokens
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} tokens: {' '.join(self.tokens[4:9])} ...)"
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Tokens -> ids; unknown tokens map to ``<unk>`` (1)."""
+        return [self._index.get(token, UNK) for token in tokens]
+
+    def decode(self, ids: Iterable[int] | Tensor, skip_unk: bool = False) -> list[str]:
+        """Ids -> tokens, stopping at ``</s>`` and skipping ``<pad>`` and ``<s>``.
+
+        ``<unk>`` is kept as the token ``<unk>`` unless ``skip_unk``: dropping it silently would
+        hide the model's unknown words from the reader and from BLEU.
+        """
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        tokens = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i not in (PAD, BOS) and not (skip_unk and i == UNK):
+                tokens.append(self.tokens[i])
+        return tokens

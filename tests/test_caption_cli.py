@@ -11,13 +11,13 @@ import torch
 import yaml
 from PIL import Image
 
-import zoo.hub_captioning  # noqa: F401  (registers captioning with the hub until zoo.hub does)
-from zoo import caption, hub
-from zoo.caption import load_captioner, plot_names, read_images
+from datamodules.images import read_images
 from zoo.cli import main
+from zoo.cli.zoo_cli import ZooCLI
 from zoo.cores import LSTM
-from zoo.lightning_cli import ZooCLI
 from zoo.models.captioning import ImageEncoder, ShowAndTell
+from zoo.predict import Captioner, load_pretrained
+from zoo.predict.captioning import decode_images, plot_names
 from zoo.tasks.captioning import CaptioningTask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,18 +67,23 @@ def test_captions_match_the_in_memory_model(trained, capsys, monkeypatch) -> Non
             images.append(batch.images)
             paths += [data.splits[split].paths[i] for i in batch.image_ids.tolist()]
     images = torch.cat(images)
-    captioner = load_captioner(ckpt)
+    captioner = Captioner.from_checkpoint(ckpt)
     assert captioner.vocab == data.vocab and captioner.preprocessing["image_size"] == 32
     assert torch.equal(read_images(paths, captioner.transform), images)  # same preprocessing
     fed = []  # what the command gives the model: this tiny model's captions hardly depend on it
 
-    def spy(*args):
-        fed.append(read_images(*args))
+    read = Captioner.read
+
+    def spy(self, pictures):
+        fed.append(read(self, pictures))
         return fed[-1]
 
-    monkeypatch.setattr(caption, "read_images", spy)
+    monkeypatch.setattr(Captioner, "read", spy)
     for beam, flags in ((3, []), (1, ["--beam", 1])):  # the recipe's beam, then greedy search
-        expected = [data.decode(ids) for ids in task._decode(images, beam)]
+        expected = [
+            data.decode(ids)
+            for ids in decode_images(task.model, images, task.decoding, beam_size=beam)
+        ]
         lines = _caption(capsys, "--checkpoint", ckpt, *flags, "--batch-size", 4, *paths)
         assert lines == [f"{path}\t{text}" for path, text in zip(paths, expected)]
         assert torch.equal(torch.cat(fed), images)
@@ -96,7 +101,7 @@ def test_transparent_grey_palette_and_jpeg_pictures(trained, tmp_path, capsys) -
     source.convert("L").save(tmp_path / "grey.png")
     source.convert("P").save(tmp_path / "palette.png")
     source.resize((300, 200)).save(tmp_path / "wide.jpg", quality=90)
-    transform = load_captioner(ckpt).transform
+    transform = Captioner.from_checkpoint(ckpt).transform
     pair = read_images([tmp_path / "rgba.png", tmp_path / "rgb.png"], transform)
     assert torch.equal(pair[0], pair[1])
     names = ["rgba.png", "grey.png", "palette.png", "wide.jpg", "rgb.png"]
@@ -203,10 +208,12 @@ def test_export_then_pretrained_gives_the_same_captions(trained, tmp_path, capsy
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"checkpoints": [entry]}))
     monkeypatch.setenv("RNN_ZOO_MANIFEST", str(manifest))
-    loaded = hub.load_pretrained(NAME)
-    assert loaded.task == "captioning" and loaded.extras["vocab"] == data.vocab
-    assert loaded.extras["preprocessing"]["image_size"] == 32
-    assert loaded.extras["decoding"] == {"beam_size": 3, "max_len": 12}
+    loaded = load_pretrained(NAME)
+    assert loaded.task == "captioning" and loaded.vocab == data.vocab
+    assert loaded.preprocessing["image_size"] == 32
+    assert (loaded.decoding.beam_size, loaded.decoding.max_len_a, loaded.decoding.max_len_b) == (
+        3, 0, 12,
+    )  # fmt: skip
     pictures = sorted(PICTURES.glob("*.png"))
     expected = _caption(capsys, "--checkpoint", ckpt, *pictures)
     assert _caption(capsys, "--pretrained", NAME, *pictures) == expected

@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 
-import zoo.caption_metrics as caption_metrics
-from zoo.caption_metrics import ptb_tokenize, score_captions
+import zoo.metrics as caption_metrics
+from zoo.metrics import ptb_tokenize, score_captions
 
 CAPTIONS = [
     "A man riding a wave on top of a surfboard.",

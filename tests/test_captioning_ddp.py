@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.coco_captions import shard
-from zoo.caption_metrics import score_captions
+from datamodules.caption_batches import shard
+from zoo.metrics import score_captions
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "recipes" / "captioning" / "tiny.yaml")
@@ -27,7 +27,7 @@ def _last_row(log_dir: Path) -> dict:
 
 
 def test_ddp_caption_scores_match_one_process(tmp_path: Path) -> None:
-    from zoo.lightning_cli import ZooCLI, find_task_class
+    from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
     common = ["--config", RECIPE, "--model.init_args.meteor", "false",
               "--trainer.enable_progress_bar", "false"]  # fmt: skip

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.coco_captions import load_image
-from zoo.caption import attention_maps, decode_images, pretrained_captioner
-from zoo.caption_metrics import score_captions
+from datamodules.images import load_image
 from zoo.cli import main
 from zoo.hub import pretrained_info
-from zoo.prepare.shapes import main as prepare_shapes
+from zoo.metrics import score_captions
+from zoo.predict import load_pretrained
+from zoo.predict.captioning import attention_maps, decode_images
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES_MODEL = "captioning-showattendtell-shapes-v1"
@@ -34,25 +34,23 @@ TARGET_BLEU4 = 0.5  # the recipe's target (test/bleu4 50 on the 0-100 scale)
 def _evaluate(name: str, data: Path):
     """The published captioner, the test split and the model's own captions of its pictures."""
     split = json.loads((data / "annotations" / "captions_test.json").read_text(encoding="utf-8"))
-    captioner = pretrained_captioner(name)
+    captioner = load_pretrained(name, task="captioning")
     images = list(split["images"])
     transform = captioner.transform
     pixels = torch.stack([transform(load_image(data / "images" / e["file_name"])) for e in images])
     references: dict[int, list[str]] = {e["id"]: [] for e in images}
     for ann in split["annotations"]:
         references[ann["image_id"]].append(ann["caption"])
-    beam = captioner.decoding.get("beam_size", 3)
-    max_len = captioner.decoding.get("max_len", 20)
     with torch.inference_mode():
-        ids = decode_images(captioner.model, pixels, beam_size=beam, max_len=max_len)
+        ids = decode_images(captioner.model, pixels, captioner.decoding)
     return captioner, images, pixels, references, ids
 
 
 @pytest.fixture(scope="module")
 def shapes_test(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
-    assert prepare_shapes(["--out", str(out), "--train", "0", "--val", "0", "--test", "200",
-                           "--seed", "0"]) == 0  # fmt: skip
+    assert main(["prepare", "shapes", "--out", str(out), "--train", "0", "--val", "0",
+                 "--test", "200", "--seed", "0"]) == 0  # fmt: skip
     return out
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from datamodules.coco_captions import CocoCaptionsDataModule
-from datamodules.parallel_text import BOS, EOS, PAD
+from datamodules.prepare.shapes import COLORS, SHAPES, make_shapes
+from datamodules.vocab import BOS, EOS, PAD
 from zoo.cores import GRU, LSTM
 from zoo.decoding import beam_search, greedy_search
 from zoo.models.captioning import (
@@ -20,7 +21,6 @@ from zoo.models.captioning import (
     ShowAttendTell,
     doubly_stochastic_penalty,
 )
-from zoo.prepare.shapes import COLORS, SHAPES, make_shapes
 
 VOCAB = 13
 MODELS = {"show_tell": ShowAndTell, "show_attend_tell": ShowAttendTell}

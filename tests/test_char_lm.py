@@ -9,8 +9,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamodules.char_text import CharTextDataModule
 from zoo.cores import GRU, LSTM
-from zoo.generate import load_char_model
-from zoo.models import generate_text
+from zoo.predict import CharLM
+from zoo.predict.char_lm import generate_text
 from zoo.tasks.char_lm import CharLanguageModel
 
 
@@ -110,7 +110,8 @@ def test_checkpoint_samples_and_keeps_vocab(tmp_path):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
 
-    model, vocab = load_char_model(path)
+    lm = CharLM.from_checkpoint(path)
+    model, vocab = lm.model, lm.vocab
     assert vocab == dm.vocab
     x, _ = next(iter(dm.val_dataloader()))
     torch.testing.assert_close(model(x)[0], task.model.cpu().eval()(x)[0])

@@ -5,7 +5,9 @@ import gzip
 import pytest
 import torch
 
-from datamodules.char_text import CharTextDataModule, CharVocab, StreamLoader, read_text
+from datamodules.char_text import CharTextDataModule, StreamLoader
+from datamodules.text_files import read_text
+from datamodules.vocab import CharVocab
 from zoo.errors import DataError
 
 

@@ -9,16 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.coco_captions import (
-    Batch,
-    CocoCaptionsDataModule,
-    load_image,
-    shard,
-    tokenize,
-)
-from datamodules.parallel_text import BOS, EOS, PAD
+from datamodules.caption_batches import Batch, shard
+from datamodules.coco_captions import CocoCaptionsDataModule, tokenize
+from datamodules.images import load_image
+from datamodules.prepare.shapes import make_shapes
+from datamodules.vocab import BOS, EOS, PAD
 from zoo.errors import DataError
-from zoo.prepare.shapes import make_shapes
 
 TINY = Path(__file__).parent / "data" / "coco_tiny"
 

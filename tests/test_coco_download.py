@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.coco_captions import CocoCaptionsDataModule
-from datamodules.coco_download import MIRROR_ENV, Archive, download_coco
+from datamodules.prepare.coco import MIRROR_ENV, Archive, download_coco
 from zoo.cli import main as cli_main
 from zoo.errors import DataError
 
@@ -169,7 +169,7 @@ def test_missing_archive_and_unsafe_member(tmp_path: Path, site, server) -> None
 
 
 def test_prepare_coco_command(tmp_path: Path, site, server, monkeypatch, capsys) -> None:
-    monkeypatch.setattr("datamodules.coco_download.SOURCES", _sources(site))
+    monkeypatch.setattr("datamodules.prepare.coco.SOURCES", _sources(site))
     out = tmp_path / "coco"
     assert cli_main(["prepare", "coco", "--out", str(out), "--mirror", server.url, "--quiet"]) == 0
     assert "train_images=2" in capsys.readouterr().out

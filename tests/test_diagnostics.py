@@ -1,6 +1,7 @@
 """The lecture's BPTT claim, checked on a fixed seed."""
 
-from zoo.diagnostics import default_cores, gradient_flow, main
+from zoo.cli.diagnose import main
+from zoo.diagnostics import default_cores, gradient_flow
 
 
 def test_rnn_gradient_vanishes_much_faster_than_lstm():

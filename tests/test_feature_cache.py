@@ -11,7 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torchvision.transforms import v2
 
-from datamodules.coco_captions import CocoCaptionsDataModule, default_transform
+from datamodules import coco_captions
+from datamodules.coco_captions import CocoCaptionsDataModule
+from datamodules.images import default_transform
 from zoo.cores import GRU, LSTM
 from zoo.errors import DataError, UserError
 from zoo.models.captioning import ImageEncoder, ShowAndTell, ShowAttendTell
@@ -76,6 +78,10 @@ def test_training_from_the_cache_matches_training_through_the_cnn(
     assert len(cached.losses) == 8
     torch.testing.assert_close(cached.losses, direct.losses, rtol=1e-5, atol=1e-6)
     for name, value in direct_state.items():
+        if name == "image_embedding.bias" and "image_bn.weight" in direct_state:
+            # Batch norm right after it removes any shift: its true gradient is 0, so Adam
+            # (which divides by sqrt(v)) moves it by lr-sized steps of pure float noise.
+            continue
         # Adam divides by sqrt(v): float noise (1e-8 in the features) moves weights by ~1e-4
         torch.testing.assert_close(cached_state[name], value, rtol=1e-3, atol=1e-3)
     names = sorted(path.name.split("-")[0] for path in (tmp_path / "cache").iterdir())
@@ -90,7 +96,7 @@ def test_cache_holds_the_encoders_eval_mode_output(tmp_path: Path) -> None:
     assert encoder.training  # its mode is put back
     features = np.load(paths["val"])
     transform = default_transform(32)
-    from datamodules.coco_captions import load_image
+    from datamodules.images import load_image
 
     pictures = torch.stack(
         [transform(load_image(dm.splits["val"].paths[i])) for i in dm.splits["val"].image_ids]
@@ -112,7 +118,7 @@ def test_cache_is_reused_and_keyed_by_encoder_and_image_size(
         raise AssertionError("rebuilt a cache that exists")
 
     with monkeypatch.context() as patch:
-        patch.setattr(CocoCaptionsDataModule, "_write_features", refuse)
+        patch.setattr(coco_captions, "write_features", refuse)
         assert _data(tmp_path).use_feature_cache(_encoder(0), "fit") == first
     other_weights = _data(tmp_path).use_feature_cache(_encoder(1), "fit")
     other_size = CocoCaptionsDataModule(

@@ -21,12 +21,16 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from datamodules.char_text import CharVocab
-from zoo import hub
+from datamodules.vocab import CharVocab
+from zoo import hub, predict, published
 from zoo.checkpoint import read_checkpoint
+from zoo.cli.export import main as export_main
+from zoo.cli.pretrained import main as pretrained_main
 from zoo.cores import GRU, LSTM, LayerNormLSTM
 from zoo.errors import CheckpointError, UserError
-from zoo.models import CharRNN, generate_text
+from zoo.files import sha256_of
+from zoo.models import CharRNN
+from zoo.predict.char_lm import generate_text
 
 NAME = "char_lm-lstm-tiny-v1"
 VOCAB = CharVocab(list("\n abcde"))
@@ -74,7 +78,7 @@ def _export(tmp_path: Path, model: CharRNN | None = None, fp16: bool = False) ->
     model = model or _tiny_model()
     tmp_path.mkdir(exist_ok=True)
     out = tmp_path / "out" / f"{NAME}.safetensors"
-    hub.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME, fp16=fp16)
+    predict.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME, fp16=fp16)
     return out
 
 
@@ -84,28 +88,28 @@ def _export(tmp_path: Path, model: CharRNN | None = None, fp16: bool = False) ->
 @pytest.mark.parametrize("core", [LSTM, GRU, LayerNormLSTM], ids=lambda c: c.__name__)
 def test_round_trip_fp32_gives_identical_logits(tmp_path, core):
     model = _tiny_model(core)
-    loaded = hub.load_file(_export(tmp_path, model))
+    loaded = predict.load_file(_export(tmp_path, model))
     assert loaded.task == "char_lm" and not loaded.model.training
-    assert loaded.extras["vocab"] == VOCAB
+    assert loaded.vocab == VOCAB
     assert torch.equal(_logits(loaded.model), _logits(model))
     sample = functools.partial(generate_text, prime="ab", length=30, seed=0)
-    assert sample(loaded.model, loaded.extras["vocab"]) == sample(model, VOCAB)
+    assert sample(loaded.model, loaded.vocab) == sample(model, VOCAB)
 
 
 def test_tied_weights_are_stored_once_and_tied_again(tmp_path):
     model = _tiny_model(tie_weights=True)
     path = _export(tmp_path, model)
-    loaded = hub.load_file(path).model
+    loaded = predict.load_file(path).model
     assert loaded.head.weight is loaded.embedding.weight
     assert torch.equal(_logits(loaded), _logits(model))
-    assert hub.load_file(path).meta["num_params"] == sum(p.numel() for p in model.parameters())
+    assert predict.load_file(path).meta["num_params"] == sum(p.numel() for p in model.parameters())
 
 
 def test_fp16_storage_is_half_the_size_and_loads_as_fp32(tmp_path):
     model = _tiny_model()
     fp32, fp16 = _export(tmp_path / "a", model), _export(tmp_path / "b", model, fp16=True)
     assert fp16.stat().st_size < 0.8 * fp32.stat().st_size
-    loaded = hub.load_file(fp16).model
+    loaded = predict.load_file(fp16).model
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     torch.testing.assert_close(_logits(loaded), _logits(model), atol=5e-3, rtol=5e-3)
     assert not torch.equal(_logits(loaded), _logits(model))  # it really was rounded
@@ -114,7 +118,7 @@ def test_fp16_storage_is_half_the_size_and_loads_as_fp32(tmp_path):
 def test_export_returns_the_manifest_entry_and_leaves_no_temp_file(tmp_path):
     model = _tiny_model()
     out = tmp_path / "out" / f"{NAME}.safetensors"
-    entry = hub.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME)
+    entry = predict.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME)
     assert entry == {
         "name": NAME,
         "task": "char_lm",
@@ -129,7 +133,7 @@ def test_export_returns_the_manifest_entry_and_leaves_no_temp_file(tmp_path):
         "metrics": {},
     }
     assert [p.name for p in out.parent.iterdir()] == [out.name]
-    loaded = hub.load_file(out)
+    loaded = predict.load_file(out)
     assert {k: loaded.meta[k] for k in ("name", "size", "sha256")} == {
         k: entry[k] for k in ("name", "size", "sha256")
     }
@@ -145,15 +149,15 @@ def _rewrite(path: Path, drop=(), add=None, header=None, metadata=...) -> None:
         state = {k: f.get_tensor(k) for k in f.keys() if k not in drop}
     state.update(add or {})
     if header is not None:
-        metadata = {hub.METADATA_KEY: json.dumps(header)}
+        metadata = {published.METADATA_KEY: json.dumps(header)}
     elif metadata is ...:
-        metadata = {hub.METADATA_KEY: json.dumps(_header(path))}
+        metadata = {published.METADATA_KEY: json.dumps(_header(path))}
     save_file(state, str(path), metadata=metadata)
 
 
 def _header(path: Path) -> dict:
     with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()[hub.METADATA_KEY])
+        return json.loads(f.metadata()[published.METADATA_KEY])
 
 
 def _wider_config(path: Path) -> dict:
@@ -167,7 +171,7 @@ BROKEN = {
     "garbage": lambda p: p.write_bytes(b"\x07" * 300),
     "empty": lambda p: p.write_bytes(b""),
     "no metadata": lambda p: _rewrite(p, metadata=None),
-    "metadata not JSON": lambda p: _rewrite(p, metadata={hub.METADATA_KEY: "{task"}),
+    "metadata not JSON": lambda p: _rewrite(p, metadata={published.METADATA_KEY: "{task"}),
     "metadata without model": lambda p: _rewrite(p, header={"task": "char_lm", "extras": {}}),
     "unknown task": lambda p: _rewrite(p, header={**_header(p), "task": "poetry"}),
     "missing key": lambda p: _rewrite(p, drop=("head.bias",)),
@@ -184,7 +188,7 @@ def test_broken_files_fail_with_one_line_naming_the_file(tmp_path, breakage):
     path = _export(tmp_path)
     BROKEN[breakage](path)
     with pytest.raises(CheckpointError) as err:
-        hub.load_file(path)
+        predict.load_file(path)
     _one_line_naming(err, path)
 
 
@@ -192,11 +196,11 @@ def test_config_mismatch_says_what_differs(tmp_path):
     path = _export(tmp_path)
     _rewrite(path, drop=("head.bias",), add={"head.scale": torch.ones(3)})
     with pytest.raises(CheckpointError, match="missing head.bias; unexpected head.scale"):
-        hub.load_file(path)
+        predict.load_file(path)
     _rewrite(path, drop=("head.scale",), add={"head.bias": torch.zeros(len(VOCAB))})
     _rewrite(path, header=_wider_config(path))
     with pytest.raises(CheckpointError, match=r"shape mismatch .*\(32, 8\) vs \(64, 8\)"):
-        hub.load_file(path)
+        predict.load_file(path)
 
 
 def _widen(checkpoint: dict) -> None:
@@ -222,7 +226,7 @@ def _widen(checkpoint: dict) -> None:
 def test_export_refuses_bad_input(tmp_path, name, edit, error, match):
     ckpt = _save_ckpt(tmp_path / "run.ckpt", _tiny_model(), edit)
     with pytest.raises(error, match=match):
-        hub.export_checkpoint(ckpt, tmp_path / "out.safetensors", name)
+        predict.export_checkpoint(ckpt, tmp_path / "out.safetensors", name)
     assert not (tmp_path / "out.safetensors").exists()
 
 
@@ -253,9 +257,9 @@ def test_a_malicious_pickle_is_refused_without_running(tmp_path, container):
     with pytest.raises(CheckpointError):
         read_checkpoint(ckpt, "char_lm")
     with pytest.raises(CheckpointError):
-        hub.export_checkpoint(ckpt, tmp_path / "out.safetensors", NAME)
+        predict.export_checkpoint(ckpt, tmp_path / "out.safetensors", NAME)
     with pytest.raises(CheckpointError) as err:
-        hub.load_file(as_safetensors)
+        predict.load_file(as_safetensors)
     _one_line_naming(err, as_safetensors)
     assert not marker.exists()
 
@@ -267,7 +271,7 @@ def _publish(tmp_path: Path, ship: bool = False, **changes) -> tuple[Path, dict,
     """Export a tiny model to ``tmp_path/mirror`` and write a one-entry manifest for it."""
     model = _tiny_model()
     out = tmp_path / "mirror" / f"{NAME}.safetensors"
-    entry = hub.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME)
+    entry = predict.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME)
     entry.update(recipe="recipes/char_lm/tiny.yaml", data="seven characters", licence="MIT")
     entry.update(metrics={"val_bpc": 2.5}, **changes)
     manifest = tmp_path / "repo" / "checkpoints" / "manifest.yaml"
@@ -333,11 +337,11 @@ def _serve(tmp_path: Path, entry: dict) -> None:
 def test_download_verifies_then_a_second_load_comes_from_the_cache(tmp_path, mirror):
     manifest, entry, model = _publish(tmp_path)
     _serve(tmp_path, entry)
-    first = hub.load_pretrained(NAME, manifest=manifest)
+    first = predict.load_pretrained(NAME, manifest=manifest)
     assert mirror.requests == [f"/zoo/{entry['file']}"]
     assert _cache_files(tmp_path) == [entry["file"]]
     assert first.meta == entry and torch.equal(_logits(first.model), _logits(model))
-    second = hub.load_pretrained(NAME, manifest=manifest)
+    second = predict.load_pretrained(NAME, manifest=manifest)
     assert len(mirror.requests) == 1
     assert torch.equal(_logits(second.model), _logits(model))
 
@@ -378,7 +382,7 @@ def test_a_corrupt_cached_file_is_fetched_again(tmp_path, mirror):
     cached.parent.mkdir()
     cached.write_bytes(b"stale")
     assert hub.download(NAME, manifest=manifest, progress=False) == cached
-    assert len(mirror.requests) == 1 and hub.sha256_of(cached) == entry["sha256"]
+    assert len(mirror.requests) == 1 and sha256_of(cached) == entry["sha256"]
 
 
 def test_offline_never_connects(tmp_path, mirror, monkeypatch):
@@ -391,10 +395,10 @@ def test_offline_never_connects(tmp_path, mirror, monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(hub.PretrainedError, match="RNN_ZOO_OFFLINE"):
-        hub.load_pretrained(NAME, manifest=manifest)
+        predict.load_pretrained(NAME, manifest=manifest)
     (tmp_path / "cache").mkdir()
     shutil.copy(tmp_path / "mirror" / entry["file"], tmp_path / "cache")
-    assert hub.load_pretrained(NAME, manifest=manifest).meta["name"] == NAME
+    assert predict.load_pretrained(NAME, manifest=manifest).meta["name"] == NAME
     assert mirror.requests == []
 
 
@@ -418,7 +422,7 @@ def test_no_mirror_and_not_local_says_how_to_get_it(tmp_path):
 def test_a_file_of_another_task_than_its_entry_is_refused(tmp_path):
     manifest, entry, _ = _publish(tmp_path, ship=True, task="translation")
     with pytest.raises(CheckpointError, match="is a char_lm model, not translation") as err:
-        hub.load_pretrained(NAME, manifest=manifest)
+        predict.load_pretrained(NAME, manifest=manifest)
     _one_line_naming(err, manifest.parent / entry["file"])
 
 
@@ -426,13 +430,13 @@ def test_unknown_name_lists_the_known_ones(tmp_path, monkeypatch):
     manifest, _, _ = _publish(tmp_path)
     monkeypatch.setenv("RNN_ZOO_MANIFEST", str(manifest))  # the environment's manifest
     assert hub.list_pretrained() == [NAME]
-    assert hub.pretrained_info(NAME)["sha256"] == hub.sha256_of(
+    assert hub.pretrained_info(NAME)["sha256"] == sha256_of(
         tmp_path / "mirror" / f"{NAME}.safetensors"
     )
     with pytest.raises(
         hub.PretrainedError, match=f"unknown pretrained model 'nope'; known: {NAME}"
     ):
-        hub.load_pretrained("nope")
+        predict.load_pretrained("nope")
 
 
 @pytest.mark.parametrize(
@@ -457,20 +461,20 @@ def test_a_malformed_manifest_is_a_clear_error(tmp_path, text, match):
 
 def test_export_and_pretrained_commands(tmp_path, capsys, monkeypatch):
     ckpt = _save_ckpt(tmp_path / "run.ckpt", _tiny_model())
-    assert hub.export_main(["--checkpoint", str(ckpt), "--name", NAME, "--out", str(tmp_path)]) == 0
+    assert export_main(["--checkpoint", str(ckpt), "--name", NAME, "--out", str(tmp_path)]) == 0
     (entry,) = yaml.safe_load(capsys.readouterr().out)
-    assert entry["sha256"] == hub.sha256_of(tmp_path / f"{NAME}.safetensors")
+    assert entry["sha256"] == sha256_of(tmp_path / f"{NAME}.safetensors")
     entry.update(recipe="recipes/char_lm/tiny.yaml", data="d", licence="MIT", metrics={"bpc": 2})
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(yaml.safe_dump({"checkpoints": [entry]}))
     monkeypatch.setenv("RNN_ZOO_MANIFEST", str(manifest))
-    assert hub.pretrained_main(["list"]) == 0 and capsys.readouterr().out == f"{NAME}\n"
-    assert hub.pretrained_main(["info", NAME]) == 0
+    assert pretrained_main(["list"]) == 0 and capsys.readouterr().out == f"{NAME}\n"
+    assert pretrained_main(["info", NAME]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == entry
-    assert hub.pretrained_main(["download", NAME]) == 0  # shipped next to the manifest
+    assert pretrained_main(["download", NAME]) == 0  # shipped next to the manifest
     assert capsys.readouterr().out.strip() == str(tmp_path / f"{NAME}.safetensors")
     with pytest.raises(UserError, match="unknown pretrained model"):
-        hub.pretrained_main(["info", "nope"])
+        pretrained_main(["info", "nope"])
 
 
 # --- the schema of every manifest entry (torchvision's test_extended_models) ----------------
@@ -503,11 +507,11 @@ def _schema_problems(entry: dict, root: Path) -> list[str]:
     ]
     if problems:
         return problems
-    match = hub.NAME_PATTERN.fullmatch(entry["name"])
+    match = published.NAME_PATTERN.fullmatch(entry["name"])
     checks = {
         "name is <task>-<core>-<dataset>-v<N>": match is not None,
         "name starts with its task": match is not None and match[1] == entry["task"],
-        "task has a builder": entry["task"] in hub.BUILDERS,
+        "task has a builder": entry["task"] in predict.PREDICTORS,
         "file is NAME.safetensors": entry["file"] == f"{entry['name']}.safetensors",
         "sha256 is 64 hex digits": re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None,
         "size and num_params are positive": entry["size"] > 0 and entry["num_params"] > 0,
@@ -538,8 +542,8 @@ def _check_entry(entry: dict, manifest: Path, root: Path, cache: Path) -> None:
     if path is None:
         pytest.skip(f"{entry['file']} is not shipped or cached; `rnn-zoo pretrained download`")
     assert path.stat().st_size == entry["size"]
-    assert hub.sha256_of(path) == entry["sha256"]
-    loaded = hub.load_file(path)
+    assert sha256_of(path) == entry["sha256"]
+    loaded = predict.load_file(path)
     assert loaded.task == entry["task"] and loaded.meta["name"] == entry["name"]
     assert sum(p.numel() for p in loaded.model.parameters()) == entry["num_params"]
 
@@ -574,7 +578,7 @@ def test_manifest_schema_on_a_published_entry(tmp_path):
         "metrics are name -> number",
     ]
     ckpt = _save_ckpt(tmp_path / "r.ckpt", _tiny_model())
-    unfilled = hub.export_checkpoint(ckpt, tmp_path / "u.safetensors", NAME)  # placeholders
+    unfilled = predict.export_checkpoint(ckpt, tmp_path / "u.safetensors", NAME)  # placeholders
     assert _schema_problems(unfilled, tmp_path / "repo") == [
         "recipe has type NoneType",
         "data has type NoneType",

@@ -11,19 +11,9 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import move_data_to_device
 
-from datamodules.parallel_text import (
-    BOS,
-    EOS,
-    PAD,
-    UNK,
-    Batch,
-    ParallelTextDataModule,
-    Ragged,
-    TrainLoader,
-    Vocab,
-    epoch_batches,
-    eval_batches,
-)
+from datamodules.pairs import Batch, Ragged, TrainLoader, epoch_batches, eval_batches
+from datamodules.parallel_text import ParallelTextDataModule
+from datamodules.vocab import BOS, EOS, PAD, UNK, Vocab
 from zoo.errors import DataError
 
 EN = [
@@ -385,7 +375,7 @@ def test_lightning_cli_parser_checks_the_arguments():
 
 
 def test_cache_dir_keeps_tokenised_text_for_the_next_process(corpus, tmp_path, monkeypatch):
-    import datamodules.parallel_text as parallel_text
+    import datamodules.tokenizers as parallel_text
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(parallel_text, "_MEMORY", {})  # nothing tokenised yet

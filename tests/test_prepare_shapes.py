@@ -1,4 +1,4 @@
-"""Tests for zoo.prepare.shapes: determinism, captions that agree with the pixels, COCO loading."""
+"""Tests for datamodules.prepare.shapes: determinism, captions that agree with the pixels, COCO loading."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from zoo.prepare import PrepareError, shapes
-from zoo.prepare.shapes import COLORS, SPLITS, main, make_shapes
+from datamodules.prepare import PrepareError, shapes
+from datamodules.prepare.shapes import COLORS, SPLITS, make_shapes
+from zoo.cli import main as cli_main
 
 SIZES = {"n_train": 30, "n_val": 5, "n_test": 5}
 TINY = Path(__file__).parent / "data" / "coco_tiny"
@@ -160,7 +161,9 @@ def test_position_words_agree_with_the_boxes(shapes_dir: Path) -> None:
 
 def test_shipped_coco_tiny_is_what_make_shapes_writes(tmp_path: Path) -> None:
     make_shapes(tmp_path, n_train=2, n_val=2, n_test=2, image_size=64, seed=0)
-    hint = "regenerate: python -m zoo.prepare.shapes --out tests/data/coco_tiny --train 2 --val 2 --test 2"
+    hint = (
+        "regenerate: rnn-zoo prepare shapes --out tests/data/coco_tiny --train 2 --val 2 --test 2"
+    )
     assert _coco(tmp_path) == _coco(TINY), hint
     for name in sorted(p.name for p in (TINY / "images").iterdir()):
         made, shipped = Image.open(tmp_path / "images" / name), Image.open(TINY / "images" / name)
@@ -198,7 +201,7 @@ def test_interrupted_run_leaves_no_annotations(tmp_path: Path, monkeypatch) -> N
 
 def test_main_writes_the_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--out", str(tmp_path), "--train", "1", "--val", "1", "--test", "1", "--seed", "5"]
-    assert main(argv) == 0
+    assert cli_main(["prepare", "shapes", *argv]) == 0
     assert "train 1, val 1, test 1, captions 15" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "shapes_000001.png",

@@ -1,4 +1,4 @@
-"""Tests for zoo.prepare.tuxpaint on a tiny fake stamps package built with ``dpkg-deb --build``."""
+"""Tests for datamodules.prepare.tuxpaint on a tiny fake stamps package built with ``dpkg-deb --build``."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from zoo.prepare import PrepareError, tuxpaint
-from zoo.prepare.tuxpaint import (
+from datamodules.prepare import PrepareError, tuxpaint
+from datamodules.prepare.tuxpaint import (
     STAMPS_DIR,
     download_deb,
-    main,
     parse_caption,
     prepare_tuxpaint,
     split_of,
 )
+from zoo.cli import main as cli_main
 
 SAMPLES = Path(__file__).parent / "data" / "tuxpaint_samples"
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
@@ -216,7 +216,10 @@ def test_missing_deb_names_the_path(tmp_path: Path, capsys: pytest.CaptureFixtur
     missing = tmp_path / "nowhere" / "tuxpaint-stamps-default.deb"
     with pytest.raises(PrepareError, match=str(missing)):
         prepare_tuxpaint(tmp_path / "out", missing)
-    assert main(["--out", str(tmp_path / "out"), "--deb", str(missing)]) == 1
+    assert (
+        cli_main(["prepare", "tuxpaint", "--out", str(tmp_path / "out"), "--deb", str(missing)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(missing) in err
     assert not (tmp_path / "out").exists()
@@ -250,7 +253,12 @@ def test_download_without_apt_get_is_a_clear_error(
 def test_main_prints_the_counts(
     deb: Path, tmp_path: Path, no_svg: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--out", str(tmp_path), "--deb", str(deb), "--max-side", "0"]) == 0
+    assert (
+        cli_main(
+            ["prepare", "tuxpaint", "--out", str(tmp_path), "--deb", str(deb), "--max-side", "0"]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "pictures 3, captions 3" in captured.out
     assert "skipped 1 SVG stamps" in captured.err

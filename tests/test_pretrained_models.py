@@ -2,21 +2,21 @@
 
 import io
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import zoo
 from datamodules.char_text import CharTextDataModule
-from datamodules.parallel_text import read_lines
+from datamodules.parallel_text import BUNDLED_BIBLE
+from datamodules.text_files import read_lines
 from zoo.cli import main
-from zoo.hub import list_pretrained, load_pretrained, pretrained_info
-from zoo.tasks.char_lm import evaluate
-from zoo.tasks.translation import score_corpus
-from zoo.translate import translate
+from zoo.hub import list_pretrained, pretrained_info
+from zoo.metrics import score_corpus
+from zoo.predict import load_pretrained
+from zoo.predict.char_lm import evaluate
+from zoo.predict.translation import translate
 
-BIBLE = Path(zoo.__file__).parent / "data" / "bible-enfr"
+BIBLE = BUNDLED_BIBLE
 
 CHAR_MODELS = [n for n in list_pretrained() if n.startswith("char_lm-")]
 
@@ -31,7 +31,7 @@ def test_char_model_reproduces_its_test_bpc(name):
     loaded = load_pretrained(name)  # the shipped file, checksum verified
     assert sum(p.numel() for p in loaded.model.parameters()) == info["num_params"]
     dm = CharTextDataModule(batch_size=32, seq_len=100)  # the layout the manifest states
-    assert loaded.extras["vocab"] == dm.vocab
+    assert loaded.vocab == dm.vocab
     with torch.inference_mode():
         metrics = evaluate(loaded.model, dm.test_dataloader())
     assert metrics["bpc"] == pytest.approx(info["metrics"]["test_bpc"], abs=2e-3)
@@ -65,11 +65,11 @@ def test_translation_model_reproduces_its_test_bleu(name):
     info = pretrained_info(name)
     loaded = load_pretrained(name, task="translation")
     assert sum(p.numel() for p in loaded.model.parameters()) == info["num_params"]
-    data, decoding = loaded.extras["data"], loaded.extras["decoding"]
+    data, decoding = loaded.codec, loaded.decoding
     sources = read_lines(BIBLE / "test.en.gz")
     references = read_lines(BIBLE / "test.fr.gz")
     metrics = info["metrics"]
-    for beam, suffix in ((decoding["beam_size"], ""), (1, "_greedy")):
+    for beam, suffix in ((decoding.beam_size, ""), (1, "_greedy")):
         hypotheses = translate(loaded.model, data, sources, beam_size=beam, batch_size=64)
         bleu, chrf, _ = score_corpus(hypotheses, references)
         assert bleu.score == pytest.approx(metrics[f"test_bleu{suffix}"], abs=0.05)

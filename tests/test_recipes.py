@@ -8,7 +8,7 @@ import torchvision
 
 from datamodules.char_text import BUNDLED_SHAKESPEARE
 from datamodules.parallel_text import BUNDLED_BIBLE
-from zoo.lightning_cli import ZooCLI, find_task_class
+from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))

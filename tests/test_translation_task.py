@@ -22,15 +22,16 @@ import yaml
 from pytorch_lightning.loggers import Logger
 
 import zoo.tasks.translation as translation_task
-from datamodules.parallel_text import ParallelTextDataModule, read_lines
+from datamodules.parallel_text import ParallelTextDataModule
+from datamodules.text_files import read_lines
 from zoo.callbacks import StopAfterEpochs
 from zoo.cli import main
 from zoo.cores import GRU, LSTM
-from zoo.hub import export_checkpoint, load_file
 from zoo.models import RNNSearch, Seq2Seq
+from zoo.predict import Translator, export_checkpoint, load_file
+from zoo.predict.translation import translate, translate_n_best
 from zoo.schedules import DecayAfter
 from zoo.tasks.translation import TranslationTask
-from zoo.translate import load_translator, translate, translate_n_best
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "recipes" / "translation" / "tiny.yaml")
@@ -167,10 +168,14 @@ def test_checkpoint_is_plain_data_and_translates_the_same(trained):
     assert hparams["model_class"] == "zoo.models.translation.RNNSearch"
     assert hparams["decoding"]["beam_size"] == 4
     assert checkpoint["data_state"]["src_vocab"] == trained.dm.src_vocab.to_list()
-    model, data, defaults = load_translator(trained.checkpoint)
+    translator = Translator.from_checkpoint(trained.checkpoint)
     sources = read_lines(trained.corpus / "test.en")
-    assert translate(model, data, sources, beam_size=4) == trained.test_scored[0][0]
-    assert defaults["beam_size"] == 4
+    assert (
+        translate(translator.model, translator.codec, sources, beam_size=4)
+        == (trained.test_scored[0][0])
+    )
+    assert translator.decoding.beam_size == 4
+    assert translator.translate(sources) == trained.test_scored[0][0]  # the recipe's beam
 
 
 def test_published_file_translates_the_same(trained, tmp_path, monkeypatch, capsys):
@@ -181,8 +186,8 @@ def test_published_file_translates_the_same(trained, tmp_path, monkeypatch, caps
         p.numel() for p in loaded.model.parameters()
     )
     sources = read_lines(trained.corpus / "test.en")
-    data, decoding = loaded.extras["data"], loaded.extras["decoding"]
-    assert decoding["beam_size"] == 4
+    data, decoding = loaded.codec, loaded.decoding
+    assert decoding.beam_size == 4
     assert translate(loaded.model, data, sources, beam_size=4) == trained.test_scored[0][0]
     # a char model is not a translation model: one clear line
     code, _, err = _translate_cli(monkeypatch, capsys, b"s1\n", "--pretrained",
@@ -216,7 +221,7 @@ def test_translate_command_keeps_lines_and_order(trained, monkeypatch, capsys):
     outputs = out.split("\n")[:-1]
     assert len(outputs) == len(lines)
     assert outputs[1] == "" and outputs[-1] == ""  # empty lines stay empty
-    expected = translate(*load_translator(trained.checkpoint)[:2], sources, beam_size=4)
+    expected = Translator.from_checkpoint(trained.checkpoint).translate(sources, beam_size=4)
     assert [outputs[0], *outputs[2:-1]] == expected
     # The toy pair is word for word, so the output follows the input line by line.
     assert outputs[0].split()[0] == sources[0].split()[0].replace("s", "t")
@@ -230,8 +235,8 @@ def test_translate_command_n_best(trained, monkeypatch, capsys):
     assert code == 0
     rows = [line.split("\t") for line in out.splitlines()]
     assert len(rows) == 4 * 3 and all(len(row) == 2 for row in rows)
-    model, data_module, _ = load_translator(trained.checkpoint)
-    n_best = translate_n_best(model, data_module, sources, beam_size=5, n_best=3)
+    translator = Translator.from_checkpoint(trained.checkpoint)
+    n_best = translate_n_best(translator.model, translator.codec, sources, beam_size=5, n_best=3)
     first = n_best[0]
     assert [row[0] for row in rows[:3]] == [text for text, _ in first]
     scores = [float(row[1]) for row in rows[:3]]
@@ -333,7 +338,7 @@ def _last_row(log_dir: Path) -> dict:
 def test_ddp_validation_matches_one_process(tmp_path):
     """Validation scores of one checkpoint: 2 processes (gloo), each decoding half the
     sentences, give the corpus BLEU / chrF / perplexity of one process."""
-    from zoo.lightning_cli import ZooCLI, find_task_class
+    from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
     corpus = str(write_corpus(tmp_path / "corpus"))
     common = ["--config", TINY, "--data.data_dir", corpus, "--trainer.limit_val_batches", "1.0",

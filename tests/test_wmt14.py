@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from datamodules import wmt14
 from datamodules.parallel_text import ParallelTextDataModule
+from datamodules.prepare import wmt14
 from zoo.errors import DataError, UserError
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")

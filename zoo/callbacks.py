@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from zoo.predict.char_lm import generate_text
+
 
 class SampleText(pl.Callback):
     """Sample from a char model at chosen training steps and log the samples as a table.
@@ -42,8 +44,6 @@ class SampleText(pl.Callback):
         step = trainer.global_step
         if step not in self.steps or pl_module.vocab is None:
             return
-        from zoo.models import generate_text
-
         text = generate_text(
             pl_module.model,
             pl_module.vocab,

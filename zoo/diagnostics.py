@@ -1,4 +1,4 @@
-"""``rnn-zoo diagnose gradient-flow``: the vanishing gradient, measured rather than told.
+"""The vanishing gradient, measured rather than told (``rnn-zoo diagnose gradient-flow``).
 
 For a freshly initialised core and a loss on the last step only, ``L_T = v . h_T``,
 backpropagation through time gives
@@ -14,10 +14,7 @@ so with the forget gate biased open it decays far more slowly. This module measu
 
 from __future__ import annotations
 
-import argparse
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch
 from torch import Tensor
 
 from zoo.cores import GRU, LSTM, RNN, RecurrentCore
+from zoo.files import atomic_path
 
 
 @dataclass
@@ -97,55 +95,17 @@ def default_cores(hidden_size: int = 128, input_size: int = 32, seed: int = 0) -
     return cores
 
 
-def _write_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(results: dict[str, GradientFlow], path: Path) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["core", "distance", "grad_norm_h", "grad_norm_c"])
-            for name, flow in results.items():
-                for d, g in enumerate(flow.hidden.tolist()):
-                    c = "" if flow.cell_state is None else f"{flow.cell_state[d].item():.6e}"
-                    out.writerow([name, d, f"{g:.6e}", c])
-
-    _write_atomically(path, write)
-
-
-def plot(results: dict[str, GradientFlow], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, flow in results.items():
-        (line,) = ax.semilogy(flow.hidden.clamp_min(1e-30), label=f"{name}: ||dL/dh_t||")
-        if flow.cell_state is not None:
-            ax.semilogy(
-                flow.cell_state.clamp_min(1e-30),
-                "--",
-                color=line.get_color(),
-                label=f"{name}: ||dC_T/dC_t||",
+    """One row per core and distance: ``core, distance, grad_norm_h, grad_norm_c``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["core", "distance", "grad_norm_h", "grad_norm_c"])
+        for name, flow in results.items():
+            cells = (
+                [None] * len(flow.hidden) if flow.cell_state is None else flow.cell_state.tolist()
             )
-    ax.set_xlabel("distance T - t (steps back in time)")
-    ax.set_ylabel("gradient norm (log scale)")
-    ax.set_title("Gradient flow through time at initialisation")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+            for d, (g, c) in enumerate(zip(flow.hidden.tolist(), cells)):
+                out.writerow([name, d, f"{g:.6e}", "" if c is None else f"{c:.6e}"])
 
 
 def table(results: dict[str, GradientFlow], distances=(0, 1, 5, 10, 20, 50)) -> str:
@@ -155,27 +115,3 @@ def table(results: dict[str, GradientFlow], distances=(0, 1, 5, 10, 20, 50)) -> 
     for name, flow in results.items():
         rows.append(f"{name:<22}" + "".join(f"{flow.hidden[d].item():>11.2e}" for d in distances))
     return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rnn-zoo diagnose",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("what", choices=["gradient-flow"])
-    parser.add_argument("--out", type=Path, default=Path("runs/diagnostics"))
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    cores = default_cores(args.hidden_size, seed=args.seed)
-    results = {
-        name: gradient_flow(core, args.steps, seed=args.seed) for name, core in cores.items()
-    }
-    write_csv(results, args.out / "gradient_flow.csv")
-    plot(results, args.out / "gradient_flow.png")
-    print("||dL_T/dh_t|| at initialisation (mean over the batch):")
-    print(table(results))
-    print(f"wrote {args.out / 'gradient_flow.png'} and {args.out / 'gradient_flow.csv'}")
-    return 0

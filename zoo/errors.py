@@ -11,3 +11,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A file is not a checkpoint of the expected kind."""
+
+
+class PretrainedError(UserError):
+    """A published model is unknown, not available locally offline, or failed to download."""

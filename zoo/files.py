@@ -1,9 +1,27 @@
-"""File helpers shared by the downloaders, the prepare commands and the hub."""
+"""Files, written and fetched safely: one atomic write, one digest, one verified download.
+
+Every writer in rnn-zoo (checkpoints, published weights, figures, prepared corpora, downloads)
+goes through :func:`atomic_path`: the data goes to a hidden temporary file beside the target, is
+flushed to disk, and only then renamed onto the target, so a reader (or a crash) never sees a
+half-written file under the final name. Every download goes through :func:`verified_download`,
+which checks size and digests before the file takes its name.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import sys
 import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from zoo.errors import DataError, UserError
+
+CHUNK = 1 << 20  # bytes read or written at a time
 
 
 def temp_beside(path: Path) -> Path:
@@ -19,21 +37,172 @@ def one_line(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:300]
 
 
-def download(url: str, dst: Path, progress: bool = True) -> None:
-    """Fetch ``url`` into ``dst`` with torch.hub's downloader; failures are one
-    :class:`~zoo.errors.DataError` line naming the URL."""
-    import http.client
-    from urllib.error import HTTPError, URLError
-
-    import torch
-
-    from zoo.errors import DataError
-
+@contextlib.contextmanager
+def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once the block succeeds it is synced to disk and
+    renamed onto ``path``, on any error it is removed (the old ``path``, if any, stays)."""
+    path = Path(path)
+    tmp = temp_beside(path)
     try:
-        torch.hub.download_url_to_file(url, str(dst), progress=progress)
+        yield tmp
+        commit(tmp, path, mode)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def commit(tmp: Path, path: Path, mode: int = 0o644) -> None:
+    """Sync ``tmp`` to disk, then rename it onto ``path``: the bytes are there before the name."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically, with ``\\n`` line ends."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    return file_digest(path, "sha256")
+
+
+def mismatch(
+    path: str | Path, size: int | None = None, digests: Mapping[str, str | None] | None = None
+) -> str | None:
+    """Why ``path`` is not the expected file, or None when its size and every known digest
+    (``{"sha256": hex, "md5": hex}``; None entries are skipped) match."""
+    found = Path(path).stat().st_size
+    if size is not None and found != size:
+        return f"{found:,} bytes, expected {size:,}"
+    for algorithm, expected in (digests or {}).items():
+        if expected is not None and (digest := file_digest(path, algorithm)) != expected:
+            return f"{algorithm} {digest[:16]}..., expected {expected[:16]}..."
+    return None
+
+
+def fetch(
+    url: str,
+    dst: Path,
+    *,
+    max_bytes: int | None = None,
+    progress: bool = True,
+    error: type[UserError] = DataError,
+) -> None:
+    """Stream ``url`` into ``dst`` (a temporary path the caller owns), stopping as soon as the body
+    passes ``max_bytes``; failures are one ``error`` line naming the URL."""
+    try:
+        with urlopen(Request(url, headers={"User-Agent": "rnn-zoo"}), timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            if max_bytes is not None and total is not None and total > max_bytes:
+                raise error(f"{url}: download rejected ({total:,} bytes, expected {max_bytes:,})")
+            _copy(response, dst, url, max_bytes, total, progress, error)
     except HTTPError as err:
-        raise DataError(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
+        raise error(f"{url}: download failed (HTTP {err.code} {err.reason})") from None
     except URLError as err:
-        raise DataError(f"{url}: download failed ({err.reason})") from None
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        raise DataError(f"{url}: download failed ({one_line(err)})") from None
+        raise error(f"{url}: download failed ({err.reason})") from None
+    except (OSError, ValueError) as err:
+        raise error(f"{url}: download failed ({one_line(err)})") from None
+
+
+def _copy(response, dst: Path, url: str, max_bytes, total, progress: bool, error) -> None:
+    from tqdm import tqdm  # tqdm comes with Lightning; imported here, where a bar is drawn
+
+    done = 0
+    show = progress and sys.stderr.isatty()
+    with (
+        open(dst, "wb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, disable=not show) as bar,
+    ):
+        while chunk := response.read(CHUNK):
+            done += len(chunk)
+            if max_bytes is not None and done > max_bytes:
+                raise error(
+                    f"{url}: download rejected (more than the expected {max_bytes:,} bytes)"
+                )
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+@contextlib.contextmanager
+def verified_download(
+    url: str,
+    dst: Path,
+    *,
+    size: int | None = None,
+    digests: Mapping[str, str | None] | None = None,
+    keep: bool = True,
+    progress: bool = True,
+    error: type[UserError] = DataError,
+) -> Iterator[Path]:
+    """Download ``url`` to a temporary file beside ``dst``, check its size and digests, and yield
+    it; when the block succeeds it becomes ``dst`` (``keep``) or is removed. A download that fails
+    or does not match never takes ``dst``'s name.
+
+    Raises:
+        ``error``: one line naming the URL (failed, or rejected with the reason).
+    """
+    tmp = temp_beside(dst)
+    try:
+        fetch(url, tmp, max_bytes=size, progress=progress, error=error)
+        if problem := mismatch(tmp, size, digests):
+            raise error(f"{url}: download rejected ({problem})")
+        yield tmp
+        if keep:
+            commit(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def reuse_or_download(
+    url: str,
+    path: Path,
+    *,
+    size: int | None = None,
+    digests: Mapping[str, str | None] | None = None,
+    keep: bool = True,
+    progress: bool = True,
+) -> Iterator[tuple[Path, str]]:
+    """A verified archive to read: ``path`` when it is there and matches, else a download of
+    ``url`` (:func:`verified_download`), kept at ``path`` once the block succeeds if ``keep``.
+
+    Yields:
+        The file to read, and how errors should name it (its path, or the URL).
+    """
+    if path.is_file() and mismatch(path, size, digests) is None:
+        try:
+            yield path, str(path)
+        except DataError as err:  # with no checksum, reading it whole is the check
+            raise DataError(f"{err}; delete it to download it again") from None
+        if not keep:
+            path.unlink(missing_ok=True)
+        return
+    with verified_download(
+        url, path, size=size, digests=digests, keep=keep, progress=progress
+    ) as tmp:
+        yield tmp, url
+
+
+def shipped(name: str) -> Path:
+    """A folder shipped with rnn-zoo (``recipes``, ``checkpoints``): inside the installed package
+    (a wheel puts it at ``zoo/<name>``), else at the top of the git checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / name
+    return installed if installed.is_dir() else package.parent / name

@@ -1,7 +1,8 @@
-"""Attention over a source sentence: additive (Bahdanau et al. 2014) and multiplicative (Luong et
-al. 2015).
+"""Layers the models share: attention over a source (additive, Bahdanau et al. 2014; multiplicative,
+Luong et al. 2015), the bridges from an encoder to a decoder's first state, and the CNN that
+turns pictures into a grid of annotation vectors.
 
-Both share one interface. The decoder's query ``(B, Q)`` scores every source annotation
+The two attentions share one interface. The decoder's query ``(B, Q)`` scores every source annotation
 ``(B, S, K)``; a softmax over the valid positions gives the alignment weights ``(B, S)``, and the
 context is the weighted sum of the annotations ``(B, K)``::
 
@@ -16,10 +17,15 @@ there is nothing to attend to, so nothing is read. Its weights therefore sum to 
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from typing import Any, Literal
 
 import torch
+import torchvision
 from torch import Tensor, nn
+
+from zoo.classpath import resolve_class
+from zoo.cores import RecurrentCore, State, carries_cell, state_parts
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
@@ -154,3 +160,142 @@ class LuongAttention(Attention):
     def score(self, query: Tensor, projected_keys: Tensor) -> Tensor:
         """h_t^T (W_a) h̄_s for every ``s``: ``(B, Q), (B, S, Q) -> (B, S)``."""
         return torch.bmm(projected_keys, query.unsqueeze(-1)).squeeze(-1)
+
+
+# ------------------------------------------------------------------------------ bridges
+def _join_directions(state: State, num_layers: int, num_directions: int) -> tuple[Tensor, ...]:
+    """Concatenate each layer's directions: every part ``(L * D, B, H) -> (L, B, D * H)``."""
+    joined = []
+    for part in state_parts(state):
+        batch = part.shape[1]
+        part = part.view(num_layers, num_directions, batch, -1).permute(0, 2, 1, 3)
+        joined.append(part.reshape(num_layers, batch, -1))
+    return tuple(joined)
+
+
+class Bridge(nn.Module):
+    """Encoder features ``(B, F)`` -> a decoder's initial state: h_0 = tanh(W_h x), c_0 = W_c x.
+
+    tanh keeps h_0 in the range of a recurrent ``h`` (as Bahdanau et al. 2014, A.2.2:
+    s_0 = tanh(W_s ←h_1)); an LSTM's cell state is unbounded, so ``c_0`` is linear.
+    """
+
+    def __init__(self, in_features: int, decoder: RecurrentCore) -> None:
+        super().__init__()
+        self.num_layers = decoder.num_layers
+        size = decoder.num_layers * decoder.hidden_size
+        self.hidden = nn.Linear(in_features, size)
+        self.cell = nn.Linear(in_features, size) if carries_cell(decoder) else None
+
+    def _layers(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], self.num_layers, -1).transpose(0, 1).contiguous()  # (L, B, H)
+
+    def forward(self, x: Tensor) -> State:
+        h = self._layers(torch.tanh(self.hidden(x)))
+        return h if self.cell is None else (h, self._layers(self.cell(x)))
+
+
+class FinalStateBridge(nn.Module):
+    """The encoder's final state initialises the decoder (Sutskever et al. 2014, section 2).
+
+    Encoder layer k's final state (both directions concatenated) goes to decoder layer k unchanged
+    when the shapes allow it: same number of layers, encoder ``output_size`` equal to the decoder's
+    ``hidden_size``, both LSTMs or neither. Otherwise a :class:`Bridge` maps the final states of
+    all layers (``h``, and ``c`` for an LSTM) to the decoder's.
+    """
+
+    def __init__(self, encoder: RecurrentCore, decoder: RecurrentCore) -> None:
+        super().__init__()
+        self.num_layers, self.num_directions = encoder.num_layers, encoder.num_directions
+        fits = (
+            encoder.num_layers == decoder.num_layers
+            and encoder.output_size == decoder.hidden_size
+            and carries_cell(encoder) == carries_cell(decoder)
+        )
+        in_features = (2 if carries_cell(encoder) else 1) * encoder.num_layers * encoder.output_size
+        self.project = None if fits else Bridge(in_features, decoder)
+
+    def forward(self, final: State) -> State:
+        parts = _join_directions(final, self.num_layers, self.num_directions)  # (L, B, D * H)
+        if self.project is None:
+            return parts if len(parts) == 2 else parts[0]
+        x = torch.cat([part.transpose(0, 1).flatten(1) for part in parts], dim=-1)  # (B, F)
+        return self.project(x)
+
+
+# ------------------------------------------------------------------------ image encoder
+class ImageEncoder(nn.Module):
+    """A CNN that turns pictures into a grid of feature vectors ``(B, S, F)``, S = rows x cols.
+
+    ``arch`` is a torchvision classifier name ("resnet101", "resnet50", "resnet18", ...; the
+    layers before its global pooling are kept) or "small": a four-layer conv net for the tiny
+    pictures of the CPU demos and tests (32x32 -> a 4x4 grid).
+
+    Args:
+        arch: torchvision model name, or "small".
+        weights: torchvision weights name, e.g. "IMAGENET1K_V2" (downloaded by torchvision on the
+            user's machine); None initialises randomly. Ignored for "small".
+        freeze: keep the CNN fixed: no gradients, batch norm in eval mode (Vinyals et al. 2015,
+            section 4.3.1, first trained with the CNN fixed; Xu et al. 2015 never fine-tune it).
+        grid_size: average-pool the grid to ``grid_size x grid_size`` (Xu et al. 2015 used 14x14
+            from VGG's conv5_4); None keeps the CNN's own grid.
+        channels: width of the "small" net's last layer (F); its layers have F/4, F/2, F, F.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet101",
+        weights: str | None = None,
+        freeze: bool = False,
+        grid_size: int | None = None,
+        channels: int = 64,
+    ) -> None:
+        super().__init__()
+        self.arch, self.weights, self.freeze = arch, weights, freeze
+        self.grid_size, self.channels = grid_size, channels
+        if arch == "small":
+            self.cnn, self.output_size = _small_cnn(channels), channels
+        else:
+            model = torchvision.models.get_model(arch, weights=weights)
+            if not hasattr(model, "fc"):
+                raise ValueError(f"arch {arch!r}: only ResNet-like models (with .fc) are wrapped")
+            self.output_size = model.fc.in_features
+            self.cnn = nn.Sequential(*list(model.children())[:-2])  # without avgpool and fc
+        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
+        if freeze:  # eval now too: Lightning keeps the modes modules have (no .train() at fit)
+            self.cnn.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        if self.freeze:  # a fixed CNN keeps its batch-norm statistics
+            self.cnn.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` normalised pictures -> ``(B, S, F)`` grid of annotation vectors."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            features = self.pool(self.cnn(images))  # (B, F, rows, cols)
+        return features.flatten(2).transpose(1, 2)  # (B, S, F)
+
+    def config(self) -> dict[str, Any]:
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": {name: getattr(self, name) for name in names},
+        }
+
+
+def _small_cnn(channels: int) -> nn.Sequential:
+    widths = [3, max(channels // 4, 1), max(channels // 2, 1), channels, channels]
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
+        stride = 2 if i < 3 else 1  # /8 in all: 32x32 -> 4x4
+        layers += [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def build_encoder(config: dict[str, Any]) -> ImageEncoder:
+    """Rebuild an encoder from :meth:`ImageEncoder.config`, without downloading weights (the
+    checkpoint holds them)."""
+    cls = resolve_class(config.get("class_path", ""), ImageEncoder)
+    return cls(**{**config.get("init_args", {}), "weights": None})

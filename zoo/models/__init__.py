@@ -1,7 +1,7 @@
 """Plain ``nn.Module`` models, one file per task; they run without a Trainer."""
 
 from zoo.models.captioning import ImageEncoder, ShowAndTell, ShowAttendTell
-from zoo.models.char_rnn import CharRNN, generate_text
+from zoo.models.char_rnn import CharRNN
 from zoo.models.translation import LuongNMT, RNNSearch, Seq2Seq, TranslationModel
 
 __all__ = [
@@ -13,5 +13,4 @@ __all__ = [
     "ShowAndTell",
     "ShowAttendTell",
     "TranslationModel",
-    "generate_text",
 ]

@@ -22,104 +22,30 @@ the ``(B, T, S)`` attention weights, for the doubly stochastic penalty
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from functools import partial
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
-from zoo.cores import LSTM, CoreFactory, RecurrentCore, build_core
-from zoo.layers import BahdanauAttention
-from zoo.models.translation import Bridge, TranslationState, _check_decoder, _parts
+from zoo.cores import LSTM, CoreFactory, RecurrentCore, build_core, state_parts
+from zoo.layers import BahdanauAttention, Bridge, ImageEncoder, build_encoder
+from zoo.models.state import DecoderState, check_decoder
 
 #: Decoder state: ``rnn`` (batch on dim 1), ``memory`` (N, S, F) feature grid, ``keys`` the
 #: attention's precomputed U_a a_i, ``mask`` (N, S) all True, ``attention_weights`` (N, S).
-CaptionState = TranslationState
+CaptionState = DecoderState
 
-
-class ImageEncoder(nn.Module):
-    """A CNN that turns pictures into a grid of feature vectors ``(B, S, F)``, S = rows x cols.
-
-    ``arch`` is a torchvision classifier name ("resnet101", "resnet50", "resnet18", ...; the
-    layers before its global pooling are kept) or "small": a four-layer conv net for the tiny
-    pictures of the CPU demos and tests (32x32 -> a 4x4 grid).
-
-    Args:
-        arch: torchvision model name, or "small".
-        weights: torchvision weights name, e.g. "IMAGENET1K_V2" (downloaded by torchvision on the
-            user's machine); None initialises randomly. Ignored for "small".
-        freeze: keep the CNN fixed: no gradients, batch norm in eval mode (Vinyals et al. 2015,
-            section 4.3.1, first trained with the CNN fixed; Xu et al. 2015 never fine-tune it).
-        grid_size: average-pool the grid to ``grid_size x grid_size`` (Xu et al. 2015 used 14x14
-            from VGG's conv5_4); None keeps the CNN's own grid.
-        channels: width of the "small" net's last layer (F); its layers have F/4, F/2, F, F.
-    """
-
-    def __init__(
-        self,
-        arch: str = "resnet101",
-        weights: str | None = None,
-        freeze: bool = False,
-        grid_size: int | None = None,
-        channels: int = 64,
-    ) -> None:
-        super().__init__()
-        self.arch, self.weights, self.freeze = arch, weights, freeze
-        self.grid_size, self.channels = grid_size, channels
-        if arch == "small":
-            self.cnn, self.output_size = _small_cnn(channels), channels
-        else:
-            model = torchvision.models.get_model(arch, weights=weights)
-            if not hasattr(model, "fc"):
-                raise ValueError(f"arch {arch!r}: only ResNet-like models (with .fc) are wrapped")
-            self.output_size = model.fc.in_features
-            self.cnn = nn.Sequential(*list(model.children())[:-2])  # without avgpool and fc
-        self.pool = nn.AdaptiveAvgPool2d(grid_size) if grid_size else nn.Identity()
-        if freeze:  # eval now too: Lightning keeps the modes modules have (no .train() at fit)
-            self.cnn.requires_grad_(False).eval()
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        super().train(mode)
-        if self.freeze:  # a fixed CNN keeps its batch-norm statistics
-            self.cnn.eval()
-        return self
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` normalised pictures -> ``(B, S, F)`` grid of annotation vectors."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            features = self.pool(self.cnn(images))  # (B, F, rows, cols)
-        return features.flatten(2).transpose(1, 2)  # (B, S, F)
-
-    def config(self) -> dict[str, Any]:
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": {name: getattr(self, name) for name in names},
-        }
-
-
-def _small_cnn(channels: int) -> nn.Sequential:
-    widths = [3, max(channels // 4, 1), max(channels // 2, 1), channels, channels]
-    layers: list[nn.Module] = []
-    for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
-        stride = 2 if i < 3 else 1  # /8 in all: 32x32 -> 4x4
-        layers += [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
-    return nn.Sequential(*layers)
-
-
-def build_encoder(config: dict[str, Any]) -> ImageEncoder:
-    """Rebuild an encoder from :meth:`ImageEncoder.config`, without downloading weights (the
-    checkpoint holds them)."""
-    module_name, _, name = config.get("class_path", "").rpartition(".")
-    if not module_name.startswith("zoo."):
-        raise ValueError(f"encoder class_path {config.get('class_path')!r} is not an rnn-zoo one")
-    cls = getattr(importlib.import_module(module_name), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, ImageEncoder)):
-        raise ValueError(f"encoder class_path {config['class_path']!r} is not an ImageEncoder")
-    return cls(**{**config.get("init_args", {}), "weights": None})
+__all__ = [
+    "CaptionState",
+    "CaptioningModel",
+    "ImageEncoder",  # recipes and files name it here: zoo.models.captioning.ImageEncoder
+    "ShowAndTell",
+    "ShowAttendTell",
+    "build_encoder",
+    "doubly_stochastic_penalty",
+]
 
 
 def doubly_stochastic_penalty(weights: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -241,7 +167,7 @@ class ShowAndTell(CaptioningModel):
         image_norm: bool = True,
     ) -> None:
         super().__init__(vocab_size, encoder, embedding_dim, dropout, pad_id)
-        self.decoder = _check_decoder((decoder or partial(LSTM, hidden_size=512))(embedding_dim))
+        self.decoder = check_decoder((decoder or partial(LSTM, hidden_size=512))(embedding_dim))
         self.image_embedding = nn.Linear(self.encoder.output_size, embedding_dim)  # W_e on I
         self.image_norm = image_norm
         self.image_bn = nn.BatchNorm1d(embedding_dim) if image_norm else None
@@ -316,7 +242,7 @@ class ShowAttendTell(CaptioningModel):
         super().__init__(vocab_size, encoder, embedding_dim, dropout, pad_id)
         feature_size = self.encoder.output_size  # D
         core = decoder or partial(LSTM, hidden_size=512)
-        self.decoder = _check_decoder(core(embedding_dim + feature_size))
+        self.decoder = check_decoder(core(embedding_dim + feature_size))
         hidden_size = self.decoder.hidden_size
         self.init_state = Bridge(feature_size, self.decoder)  # f_init,h and f_init,c
         self.attention = BahdanauAttention(hidden_size, feature_size, attention_size)  # f_att
@@ -339,7 +265,7 @@ class ShowAttendTell(CaptioningModel):
     def decode_step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState]:
         """One step t: ``(N,)`` words y_{t-1} -> ``(N, V)`` logits of y_t, new state."""
         embedded = self.drop(self.embedding(tokens))  # (N, E): E y_{t-1}
-        query = _parts(state.rnn)[0][-1]  # (N, H): h_{t-1}, the top layer
+        query = state_parts(state.rnn)[0][-1]  # (N, H): h_{t-1}, the top layer
         context, weights = self.attention(query, state.memory, state.mask, state.keys)  # (N, D)
         if self.gate_layer is not None:
             context = torch.sigmoid(self.gate_layer(query)) * context  # z_t = beta_t * phi

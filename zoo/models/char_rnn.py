@@ -1,10 +1,9 @@
-"""Character-level language model (char-rnn) and text generation from it."""
+"""Character-level language model (char-rnn); sampling from it is :mod:`zoo.predict.char_lm`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from zoo.cores import LSTM, CoreFactory, State, build_core
@@ -79,57 +78,3 @@ class CharRNN(nn.Module):
         config = dict(config)
         core_config = config.pop("core")
         return cls(core=lambda size: build_core(core_config, size), **config)
-
-
-@torch.no_grad()
-def generate_text(
-    model: CharRNN,
-    vocab,
-    prime: str = "\n",
-    length: int = 500,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    greedy: bool = False,
-    seed: int | None = None,
-) -> str:
-    """Sample ``length`` characters after ``prime`` (which is returned first, as char-rnn does).
-
-    Raises:
-        ValueError: the prime is empty or has characters outside the vocabulary.
-    """
-    from zoo.decoding import sample
-
-    if not prime:
-        raise ValueError("prime text is empty; give at least one character, e.g. a newline")
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = vocab.encode(prime, strict=True).to(device)[None]  # (1, P)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    state = None
-    if ids.shape[1] > 1:  # warm the state on all but the last character
-        _, state = model(ids[:, :-1])
-
-    def step(tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
-        logits, state = model.step(tokens, state)
-        return logits.index_fill(-1, unknown, float("-inf")), state  # never emit <unk>
-
-    unknown = torch.tensor([0], device=device)
-    tokens, _ = sample(
-        step,
-        state,
-        ids[:, -1],
-        length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-        generator=generator,
-    )
-    model.train(was_training)
-    return prime + vocab.decode(tokens[0])

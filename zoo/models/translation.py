@@ -2,7 +2,7 @@
 and LuongNMT (Luong et al. 2015), plain ``nn.Module`` s with one interface::
 
     logits = model(src, src_lengths, tgt_in)   # teacher forcing: (B, S), (B,), (B, T) -> (B, T, V)
-    state = model.encode(src, src_lengths)     # a TranslationState for B sentences
+    state = model.encode(src, src_lengths)     # a DecoderState for B sentences
     logits, state = model.decode_step(tokens, state)   # one target step: (N,) -> (N, V)
     state = model.reorder_state(state, index)  # rows ``index`` (N',), e.g. beam back-pointers
     state.attention_weights                    # (N, S) of the last step; None for Seq2Seq
@@ -20,69 +20,17 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from zoo.cores import GRU, LSTM, CoreFactory, RecurrentCore, State, build_core, select_state
-from zoo.layers import BahdanauAttention, LuongAttention
+from zoo.cores import GRU, LSTM, CoreFactory, RecurrentCore, State, build_core, state_parts
+from zoo.layers import BahdanauAttention, Bridge, FinalStateBridge, LuongAttention
+from zoo.models.state import DecoderState, check_decoder
 
-
-class TranslationState(NamedTuple):
-    """Decoder state of N sentences or beams (a tuple, so :mod:`zoo.decoding` finds its device).
-
-    Attributes:
-        rnn: decoder recurrent state, ``(L, N, H)`` or an LSTM pair ``(h, c)``; batch on dim 1.
-        memory: ``(N, S, H_enc)`` encoder outputs in source order (None without attention).
-        keys: ``(N, S, *)`` the attention's precomputed, query-independent part of the score.
-        mask: ``(N, S)`` bool, True at valid source positions.
-        feed: ``(N, H~)`` Luong's attentional vector h~_{t-1}, for input feeding.
-        attention_weights: ``(N, S)`` weights of the last step (None before it, and for Seq2Seq).
-    """
-
-    rnn: State
-    memory: Tensor | None = None
-    keys: Tensor | None = None
-    mask: Tensor | None = None
-    feed: Tensor | None = None
-    attention_weights: Tensor | None = None
-
-    def index_select(self, index: Tensor) -> TranslationState:
-        """Rows ``index`` (N',) of every part, each along its own batch dim."""
-        rest = (None if x is None else x.index_select(0, index) for x in self[1:])
-        return TranslationState(select_state(self.rnn, index), *rest)
-
-    def select_beams(self, index: Tensor) -> TranslationState:
-        """Like :meth:`index_select` for an index that keeps every row within its sentence's
-        beams: the source memory, keys and mask are the same for all of them and stay as they
-        are (no (B*K, S, H) copies per decoding step)."""
-        pick = (
-            None if x is None else x.index_select(0, index)
-            for x in (self.feed, self.attention_weights)
-        )
-        return self._replace(
-            rnn=select_state(self.rnn, index), **dict(zip(("feed", "attention_weights"), pick))
-        )
-
-
-def _is_lstm(core: RecurrentCore) -> bool:
-    """Does the core carry an ``(h, c)`` pair? (LSTM and its variants.)"""
-    return core.torch_class == "LSTM"
-
-
-def _parts(state: State) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
-
-
-def _join_directions(state: State, num_layers: int, num_directions: int) -> tuple[Tensor, ...]:
-    """Concatenate each layer's directions: every part ``(L * D, B, H) -> (L, B, D * H)``."""
-    joined = []
-    for part in _parts(state):
-        batch = part.shape[1]
-        part = part.view(num_layers, num_directions, batch, -1).permute(0, 2, 1, 3)
-        joined.append(part.reshape(num_layers, batch, -1))
-    return tuple(joined)
+#: The state :mod:`zoo.decoding` carries for a translation model (the name before it was shared).
+TranslationState = DecoderState
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -92,65 +40,6 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # (B, S)
     index = index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x)
     return x.gather(1, index)
-
-
-def _check_decoder(decoder: RecurrentCore) -> RecurrentCore:
-    if decoder.bidirectional:
-        raise ValueError(
-            "decoder must be unidirectional: it generates the target left to right, one token at "
-            "a time; set the decoder core's bidirectional: false"
-        )
-    return decoder
-
-
-class Bridge(nn.Module):
-    """Encoder features ``(B, F)`` -> a decoder's initial state: h_0 = tanh(W_h x), c_0 = W_c x.
-
-    tanh keeps h_0 in the range of a recurrent ``h`` (as Bahdanau et al. 2014, A.2.2:
-    s_0 = tanh(W_s ←h_1)); an LSTM's cell state is unbounded, so ``c_0`` is linear.
-    """
-
-    def __init__(self, in_features: int, decoder: RecurrentCore) -> None:
-        super().__init__()
-        self.num_layers = decoder.num_layers
-        size = decoder.num_layers * decoder.hidden_size
-        self.hidden = nn.Linear(in_features, size)
-        self.cell = nn.Linear(in_features, size) if _is_lstm(decoder) else None
-
-    def _layers(self, x: Tensor) -> Tensor:
-        return x.view(x.shape[0], self.num_layers, -1).transpose(0, 1).contiguous()  # (L, B, H)
-
-    def forward(self, x: Tensor) -> State:
-        h = self._layers(torch.tanh(self.hidden(x)))
-        return h if self.cell is None else (h, self._layers(self.cell(x)))
-
-
-class FinalStateBridge(nn.Module):
-    """The encoder's final state initialises the decoder (Sutskever et al. 2014, section 2).
-
-    Encoder layer k's final state (both directions concatenated) goes to decoder layer k unchanged
-    when the shapes allow it: same number of layers, encoder ``output_size`` equal to the decoder's
-    ``hidden_size``, both LSTMs or neither. Otherwise a :class:`Bridge` maps the final states of
-    all layers (``h``, and ``c`` for an LSTM) to the decoder's.
-    """
-
-    def __init__(self, encoder: RecurrentCore, decoder: RecurrentCore) -> None:
-        super().__init__()
-        self.num_layers, self.num_directions = encoder.num_layers, encoder.num_directions
-        fits = (
-            encoder.num_layers == decoder.num_layers
-            and encoder.output_size == decoder.hidden_size
-            and _is_lstm(encoder) == _is_lstm(decoder)
-        )
-        in_features = (2 if _is_lstm(encoder) else 1) * encoder.num_layers * encoder.output_size
-        self.project = None if fits else Bridge(in_features, decoder)
-
-    def forward(self, final: State) -> State:
-        parts = _join_directions(final, self.num_layers, self.num_directions)  # (L, B, D * H)
-        if self.project is None:
-            return parts if len(parts) == 2 else parts[0]
-        x = torch.cat([part.transpose(0, 1).flatten(1) for part in parts], dim=-1)  # (B, F)
-        return self.project(x)
 
 
 class TranslationModel(nn.Module):
@@ -207,24 +96,22 @@ class TranslationModel(nn.Module):
             memory = reverse_padded(memory, lengths)
         return memory, final, mask
 
-    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> TranslationState:
+    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> DecoderState:
         raise NotImplementedError
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> TranslationState:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         """Encode a batch: ``(B, S)`` ids and ``(B,)`` lengths -> the decoder's initial state."""
         return self._initial_state(*self._encode_source(src, src_lengths))
 
-    def decode_step(
-        self, tokens: Tensor, state: TranslationState
-    ) -> tuple[Tensor, TranslationState]:
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One target step: ``(N,)`` previous tokens -> ``(N, V)`` logits of the next, new state."""
         raise NotImplementedError
 
-    def reorder_state(self, state: TranslationState, index: Tensor) -> TranslationState:
+    def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
         """Rows ``index`` (N',) of the state, e.g. beams after a step (``zoo.decoding``)."""
         return state.index_select(index)
 
-    def reorder_beams(self, state: TranslationState, index: Tensor) -> TranslationState:
+    def reorder_beams(self, state: DecoderState, index: Tensor) -> DecoderState:
         """:meth:`reorder_state` for beam search's per-step reorders (``reorder_beams_fn``)."""
         return state.select_beams(index)
 
@@ -297,19 +184,17 @@ class Seq2Seq(TranslationModel):
         )
         paper_lstm = partial(LSTM, hidden_size=1000, num_layers=4)
         self.encoder = (encoder or paper_lstm)(embedding_dim)
-        self.decoder = _check_decoder((decoder or paper_lstm)(embedding_dim))
+        self.decoder = check_decoder((decoder or paper_lstm)(embedding_dim))
         self.bridge = FinalStateBridge(self.encoder, self.decoder)
         self.head = nn.Linear(self.decoder.hidden_size, tgt_vocab_size)
         self.init_uniform = init_uniform
         if init_uniform is not None:
             self._init_uniform(init_uniform)
 
-    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> TranslationState:
-        return TranslationState(rnn=self.bridge(final))  # the fixed-size vector v: no memory
+    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> DecoderState:
+        return DecoderState(rnn=self.bridge(final))  # the fixed-size vector v: no memory
 
-    def decode_step(
-        self, tokens: Tensor, state: TranslationState
-    ) -> tuple[Tensor, TranslationState]:
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One target step: ``(N,)`` previous tokens -> ``(N, V)`` logits, new state."""
         x = self.drop(self.tgt_embedding(tokens))[:, None]  # (N, 1, E)
         output, rnn = self.decoder(x, state.rnn)  # (N, 1, H)
@@ -371,7 +256,7 @@ class RNNSearch(TranslationModel):
         )
         annotation_size = self.encoder.output_size  # 2n
         decoder = decoder or partial(GRU, hidden_size=1000)
-        self.decoder = _check_decoder(decoder(embedding_dim + annotation_size))  # [E y; c]
+        self.decoder = check_decoder(decoder(embedding_dim + annotation_size))  # [E y; c]
         hidden_size = self.decoder.hidden_size
         self.bridge = Bridge(self.encoder.hidden_size, self.decoder)  # W_s
         self.attention = BahdanauAttention(hidden_size, annotation_size, attention_size)
@@ -380,24 +265,22 @@ class RNNSearch(TranslationModel):
         self.head = nn.Linear(maxout_size, tgt_vocab_size)  # W_o
         self.attention_size, self.maxout_size = attention_size, maxout_size
 
-    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> TranslationState:
-        h = _parts(final)[0]  # (L * D, B, H_enc)
+    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> DecoderState:
+        h = state_parts(final)[0]  # (L * D, B, H_enc)
         enc = self.encoder
         # Top layer, last direction: the right-to-left RNN after reading x_1, i.e. ←h_1 (A.2.2).
         backward_first = h.view(enc.num_layers, enc.num_directions, h.shape[1], -1)[-1, -1]
-        return TranslationState(
+        return DecoderState(
             rnn=self.bridge(backward_first),  # s_0 = tanh(W_s ←h_1)
             memory=memory,
             keys=self.attention.precompute(memory),  # U_a h_j, once per sentence (A.1.2)
             mask=mask,
         )
 
-    def decode_step(
-        self, tokens: Tensor, state: TranslationState
-    ) -> tuple[Tensor, TranslationState]:
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One target step i: ``(N,)`` tokens y_{i-1} -> ``(N, V)`` logits of y_i, new state."""
         embedded = self.drop(self.tgt_embedding(tokens))  # (N, E): E y_{i-1}
-        query = _parts(state.rnn)[0][-1]  # (N, H): s_{i-1}, the top layer's h
+        query = state_parts(state.rnn)[0][-1]  # (N, H): s_{i-1}, the top layer's h
         context, weights = self.attention(query, state.memory, state.mask, state.keys)  # c_i
         # Deep output (A.2.2): t~_i = U_o s_{i-1} + V_o E y_{i-1} + C_o c_i, then maxout over
         # pairs, t_i,j = max(t~_i,2j-1, t~_i,2j), and p(y_i) ∝ exp(y_i^T W_o t_i). The appendix
@@ -465,7 +348,7 @@ class LuongNMT(TranslationModel):
         if attentional_size is None:  # a throwaway core, only to read its hidden size
             attentional_size = decoder(embedding_dim).hidden_size
         input_size = embedding_dim + attentional_size if input_feed else embedding_dim
-        self.decoder = _check_decoder(decoder(input_size))
+        self.decoder = check_decoder(decoder(input_size))
         hidden_size, memory_size = self.decoder.hidden_size, self.encoder.output_size
         self.bridge = FinalStateBridge(self.encoder, self.decoder)
         self.attention = LuongAttention(hidden_size, memory_size, score)
@@ -476,11 +359,11 @@ class LuongNMT(TranslationModel):
         if init_uniform is not None:
             self._init_uniform(init_uniform)
 
-    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> TranslationState:
+    def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> DecoderState:
         feed = None
         if self.input_feed:  # h~_0 = 0
             feed = memory.new_zeros(memory.shape[0], self.attentional_size)
-        return TranslationState(
+        return DecoderState(
             rnn=self.bridge(final),
             memory=memory,
             keys=self.attention.precompute(memory),  # h̄_s or W_a h̄_s, once per sentence
@@ -488,9 +371,7 @@ class LuongNMT(TranslationModel):
             feed=feed,
         )
 
-    def decode_step(
-        self, tokens: Tensor, state: TranslationState
-    ) -> tuple[Tensor, TranslationState]:
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One target step t: ``(N,)`` tokens y_{t-1} -> ``(N, V)`` logits of y_t, new state."""
         x = self.drop(self.tgt_embedding(tokens))  # (N, E)
         if self.input_feed:

@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.vocab import CharVocab
-from zoo.cores import LSTM, CoreFactory, State, detach_state
+from zoo.cores import LSTM, CoreFactory, State, detach_state, state_parts
 from zoo.errors import DataError
 from zoo.models import CharRNN
-
-LN2 = math.log(2.0)
-
-
-@torch.no_grad()
-def evaluate(model: CharRNN, loader, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Mean NLL per character over a split with the state carried, as the task's eval does.
-
-    ``loader`` is an evaluation :class:`~datamodules.char_text.StreamLoader`; the numbers depend
-    on its stream layout (eval batch size), so report them with it.
-    """
-    model = model.to(device).eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    state = None
-    for x, y in loader:
-        logits, state = model(x.to(device), state)
-        total += F.cross_entropy(
-            logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum"
-        )
-        count += y.numel()
-    nll = (total / count).item()
-    return {"loss": nll, "ppl": math.exp(nll), "bpc": nll / LN2}
+from zoo.predict.char_lm import LN2
+from zoo.tasks.common import define_summaries, optimizers
 
 
 class CharLanguageModel(pl.LightningModule):
@@ -108,20 +84,10 @@ class CharLanguageModel(pl.LightningModule):
         self.vocab = vocab
 
     def on_fit_start(self) -> None:
-        for logger in self.loggers:  # W&B run summaries keep the best value, not the last
-            if isinstance(logger, WandbLogger):
-                for name in ("val/loss", "val/ppl", "val/bpc"):
-                    logger.experiment.define_metric(name, summary="min")
+        define_summaries(self, {"val/loss": "min", "val/ppl": "min", "val/bpc": "min"})
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
+        return optimizers(self, self.optimizer, self.lr_scheduler, self.scheduler_interval)
 
     # ------------------------------------------------------------------ steps
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -135,10 +101,9 @@ class CharLanguageModel(pl.LightningModule):
 
     def on_train_start(self) -> None:
         state = self._train_state  # restored from a checkpoint, which loads on the CPU
-        if isinstance(state, tuple):
-            self._train_state = tuple(s.to(self.device) for s in state)
-        elif state is not None:
-            self._train_state = state.to(self.device)
+        if state is not None:
+            parts = tuple(s.to(self.device) for s in state_parts(state))
+            self._train_state = parts if len(parts) == 2 else parts[0]
 
     def on_train_epoch_start(self) -> None:
         # Not called when a run resumes mid-epoch: that epoch goes on with the saved state.
@@ -196,7 +161,7 @@ class CharLanguageModel(pl.LightningModule):
             checkpoint["vocab"] = list(self.vocab.chars)
         state = self._train_state
         if state is not None:
-            checkpoint["tbptt_state"] = list(state) if isinstance(state, tuple) else [state]
+            checkpoint["tbptt_state"] = list(state_parts(state))
         checkpoint["rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

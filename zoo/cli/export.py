@@ -1,0 +1,38 @@
+"""``rnn-zoo export --checkpoint RUN.ckpt --name NAME [--out DIR] [--fp16]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from zoo.cli.pretrained import as_yaml
+from zoo.errors import PretrainedError
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnn-zoo export",
+        description="Publish a training checkpoint as NAME.safetensors; print its manifest entry.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt from rnn-zoo fit")
+    parser.add_argument("--name", required=True, help="e.g. char_lm-lstm-shakespeare-v1")
+    parser.add_argument("--out", type=Path, help="directory (default: the manifest's)")
+    parser.add_argument("--fp16", action="store_true", help="store float16, load as float32")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from zoo.hub import manifest_path
+    from zoo.predict import export_checkpoint
+
+    out_dir = args.out or manifest_path().parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PretrainedError(f"{out_dir}: --out must be a directory")
+    out = out_dir / f"{args.name}.safetensors"
+    entry = export_checkpoint(args.checkpoint, out, args.name, fp16=args.fp16)
+    hint = "fill in recipe, data, licence and metrics, then add it under 'checkpoints:'"
+    print(f"wrote {out}; {hint}", file=sys.stderr)
+    print(as_yaml([entry]), end="")
+    return 0

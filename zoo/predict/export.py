@@ -1,0 +1,64 @@
+"""Publishing: a training checkpoint becomes a ``.safetensors`` file of :mod:`zoo.published`."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from zoo.checkpoint import read_checkpoint
+from zoo.errors import CheckpointError, PretrainedError
+from zoo.predict.base import Predictor
+from zoo.published import file_meta, task_of, to_json, write_file
+
+
+def export_checkpoint(
+    predictors: dict[str, type[Predictor]],
+    ckpt_path: str | Path,
+    out_path: str | Path,
+    name: str,
+    fp16: bool = False,
+) -> dict[str, Any]:
+    """Write a training checkpoint as a published ``.safetensors`` file (atomically).
+
+    Args:
+        predictors: task -> predictor class (:data:`zoo.predict.PREDICTORS`).
+        ckpt_path: a Lightning ``.ckpt``, read with ``weights_only=True``.
+        out_path: the ``.safetensors`` file to write.
+        name: ``<task>-<core>-<dataset>-v<N>``; the task must match the checkpoint's.
+        fp16: store floating tensors as float16 (half the size; loaded back as float32).
+
+    Returns:
+        The manifest entry; ``recipe``, ``data``, ``licence`` and ``metrics`` are left for the
+        caller to fill.
+
+    Raises:
+        PretrainedError: the name is malformed or its task unknown.
+        CheckpointError: the checkpoint is unsafe, of another task, or inconsistent.
+    """
+    task, out_path = task_of(name), Path(out_path)
+    if task not in predictors:
+        raise PretrainedError(f"name {name!r}: unknown task {task!r}; known: {list(predictors)}")
+    cls = predictors[task]
+    checkpoint = read_checkpoint(ckpt_path, task)
+    missing = [key for key in cls.extras if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{ckpt_path}: has no {', '.join(missing)}; was it saved before training began?"
+        )
+    predictor = cls.from_checkpoint_dict(checkpoint, ckpt_path)  # the model, checked
+    config = checkpoint["hyper_parameters"].get("model")
+    extras = {key: checkpoint[key] for key in cls.extras}
+    try:
+        write_file(
+            out_path, predictor.model, name=name, task=task, config=config, extras=extras,
+            fp16=fp16,
+        )  # fmt: skip
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt_path}: config or extras are not JSON-able ({err})") from None
+    date = datetime.date.today().isoformat()
+    to_fill = {"recipe": None, "data": None, "licence": None, "date": date, "metrics": {}}
+    return file_meta(name, task, out_path, predictor.model) | to_fill
+
+
+__all__ = ["export_checkpoint", "to_json"]

@@ -1,0 +1,143 @@
+"""What the three tasks share: the data module they evaluate with, gathering decoded outputs
+across ranks, optimizer and scheduler wiring, W&B summaries, and the data state that checkpoints
+carry so that a predictor can be rebuilt from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch.distributed as dist
+from pytorch_lightning.loggers import WandbLogger
+
+from zoo.errors import DataError, UserError
+
+
+def trainer_data(module: pl.LightningModule, needs: str, what: str) -> Any:
+    """The trainer's data module, checked to have attribute ``needs``.
+
+    Raises:
+        UserError: no data module (or not the right one); ``what`` says which is needed and why.
+    """
+    datamodule = getattr(module._trainer, "datamodule", None) if module._trainer else None
+    if datamodule is None or not hasattr(datamodule, needs):
+        raise UserError(f"{what}: pass datamodule= to the trainer")
+    return datamodule
+
+
+def world_size() -> int:
+    """Processes in the default group (1 without ``torch.distributed``)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_by_index(pairs: list[tuple[int, Any]]) -> dict[int, Any]:
+    """Every rank's ``(index, value)`` pairs, on every rank, sorted by index; an index decoded
+    twice (a padded sampler) counts once."""
+    if world_size() > 1:
+        parts: list[Any] = [None] * world_size()
+        dist.all_gather_object(parts, pairs)
+        pairs = [pair for part in parts for pair in part]
+    return dict(sorted(pairs))
+
+
+def broadcast_from_zero(value: Any) -> Any:
+    """``value`` as rank 0 has it, on every rank."""
+    box = [value]
+    if world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def define_summaries(module: pl.LightningModule, summaries: Mapping[str, str]) -> None:
+    """W&B run summaries keep the best value (``"min"`` / ``"max"``), not the last."""
+    for logger in module.loggers:
+        if isinstance(logger, WandbLogger):
+            for name, summary in summaries.items():
+                logger.experiment.define_metric(name, summary=summary)
+
+
+def optimizers(
+    module: pl.LightningModule,
+    optimizer: Callable,
+    lr_scheduler: Callable | None = None,
+    interval: str = "epoch",
+    frequency: float = 1,
+) -> Any:
+    """``configure_optimizers`` from injected callables (LightningCLI's ``OptimizerCallable``):
+    the scheduler is stepped every ``frequency`` ``interval`` s; a fraction of an epoch
+    (``0.5``: every half epoch, Sutskever et al. 2014) becomes that many training batches."""
+    opt = optimizer(module.parameters())
+    if lr_scheduler is None:
+        return opt
+    if frequency < 1:  # a fraction of an epoch, in this run's training batches per epoch
+        module.trainer.estimated_stepping_batches  # noqa: B018 - sets num_training_batches
+        interval, frequency = "step", max(1, int(module.trainer.num_training_batches * frequency))
+    config = {"scheduler": lr_scheduler(opt), "interval": interval, "frequency": int(frequency)}
+    return {"optimizer": opt, "lr_scheduler": config}
+
+
+def check_frequency(interval: str, frequency: float) -> None:
+    """A whole number of intervals, or a fraction of an epoch below 1.
+
+    Raises:
+        UserError: anything else.
+    """
+    if frequency <= 0 or (frequency != int(frequency) and (interval != "epoch" or frequency > 1)):
+        raise UserError(
+            "scheduler_frequency must be a whole number of intervals, or a fraction of an "
+            f"epoch below 1; got {frequency} with interval {interval!r}"
+        )
+
+
+def save_data_state(module: pl.LightningModule, checkpoint: dict) -> None:
+    """The data module's state (vocabularies, tokeniser models) and settings into
+    ``checkpoint``: what a predictor needs to read new input and write output as in training."""
+    datamodule = getattr(module._trainer, "datamodule", None) if module._trainer else None
+    if datamodule is not None and hasattr(datamodule, "state_dict"):
+        checkpoint["data_state"] = datamodule.state_dict()
+        hparams = getattr(datamodule, "hparams", {})  # LightningCLI adds a _class_path
+        checkpoint["data_hparams"] = {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
+def check_linked(what: str, model_value: Any, data_value: Any) -> None:
+    """The model was built for this data: what the CLI links (vocabulary sizes) must agree.
+
+    Raises:
+        DataError: one line with both values.
+    """
+    if model_value != data_value:
+        raise DataError(
+            f"the model's {what} has {model_value} but the data's has {data_value}; train and "
+            "evaluate on the same data, and let the CLI link it from the data"
+        )
+
+
+def model_hparams(task: str, model: Any, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records of a task's model: JSON-able values only, so that it loads
+    with ``weights_only=True`` and a predictor can rebuild the model from it."""
+    cls = type(model)
+    return {
+        "task": task,
+        "model": model.config(),
+        "model_class": f"{cls.__module__}.{cls.__qualname__}",
+        **extra,
+    }
+
+
+def log_images(module: pl.LightningModule, key: str, images: list, captions: list[str]) -> None:
+    """Images to every logger that takes them (W&B's ``log_image``)."""
+    for logger in module.loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key=key, images=images, step=module.global_step, caption=captions)
+
+
+def use_feature_cache(trainer: pl.Trainer, datamodule: Any, encoder: Any, stage: str) -> None:
+    """Have the data run the frozen CNN once (or read its saved features), so batches carry
+    features and the model skips the CNN. Local rank 0 builds; the others wait, then read."""
+    device = trainer.strategy.root_device
+    if trainer.local_rank == 0:
+        datamodule.use_feature_cache(encoder, stage, device)
+    trainer.strategy.barrier("feature_cache")
+    if trainer.local_rank != 0:
+        datamodule.use_feature_cache(encoder, stage, device)
