@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from zoo.errors import DataError, UserError
-from zoo.files import file_digest, one_line, reuse_or_download, temp_beside
+from zoo.files import commit, file_digest, one_line, reuse_or_download, temp_beside
 
 STATMT = "https://www.statmt.org"
 MIRROR_ENV = "RNN_ZOO_WMT_MIRROR"  # a base URL that replaces STATMT (a proxy, a local copy)
@@ -172,7 +172,7 @@ def download_wmt14(
         record = {"corpora": list(corpora), "pairs": counts}
         temps[MANIFEST].write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         for name in [*outputs, MANIFEST]:  # the manifest last: it marks a finished run
-            os.replace(temps[name], data_dir / name)
+            commit(temps[name], data_dir / name)
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
