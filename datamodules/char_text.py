@@ -137,6 +137,11 @@ class CharTextDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
     ) -> None:
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if value < 1:
+                raise DataError(f"data.{name} must be at least 1, got {value}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise DataError(f"data.eval_batch_size must be at least 1, got {eval_batch_size}")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
             raise DataError(
                 f"val_fraction and test_fraction must be in [0, 1): {val_fraction}, {test_fraction}"

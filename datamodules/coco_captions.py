@@ -214,9 +214,10 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name, value in (("image_size", image_size), ("batch_size", batch_size)):
+        sizes = {"image_size": image_size, "batch_size": batch_size, "max_len": max_len}
+        for name, value in {**sizes, "eval_batch_size": eval_batch_size}.items():
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise DataError(f"data.{name} must be at least 1, got {value}")
         if check_images not in ("exists", "header", "decode"):
             raise ValueError(f"check_images must be exists, header or decode, not {check_images!r}")
         self.data_dir = Path(data_dir)

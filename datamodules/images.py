@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -20,8 +21,41 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from a picture of any mode Pillow opens, by the mode's real range.
+
+    16-bit grey (``I;16``, ``I;16B``) is scaled by 255 / 65535 rather than clipped at 255 (which
+    ``convert("RGB")`` does, turning it white); 32-bit integer (``I``) and float (``F``) grey carry
+    no range of their own and are read as 8-bit, 16-bit or 0-1 values by their largest one.
+    Transparency (``RGBA``, ``LA``, ``PA``, a palette's or a grey picture's transparent colour)
+    is flattened onto white; ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr`` convert as Pillow does.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(values * (255.0 / _full_scale(values, mode))), 0, 255)
+        return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def _full_scale(values: np.ndarray, mode: str) -> float:
+    """The value that means white: 65535 for 16-bit modes, else by the largest value."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    peak = float(values.max()) if values.size else 0.0
+    if mode == "F" and peak <= 1.0:
+        return 1.0
+    return 255.0 if peak <= 255 else max(65535.0, peak)
+
+
 def load_image(path: Path) -> Image.Image:
-    """An RGB picture (RGBA is flattened onto white, grey and palette converted).
+    """An 8-bit RGB picture of any mode (:func:`to_rgb`), as training and ``rnn-zoo caption``
+    read it.
 
     Raises:
         DataError: one line naming a file that does not decode.
@@ -29,12 +63,7 @@ def load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                return flat
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError:
         raise DataError(f"{path}: picture not found") from None
     except IMAGE_ERRORS as err:

@@ -371,7 +371,7 @@ def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
             smallest = " (it counts the four specials)" if "vocab" in name else ""
-            raise UserError(f"{name} is too small{smallest}")
+            raise UserError(f"data.{name} is too small{smallest}")
 
 
 def _check_split(name: str) -> str:

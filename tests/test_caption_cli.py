@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         ],
     )  # fmt: skip
-    (ckpt,) = run.rglob("*.ckpt")
+    (ckpt,) = run.rglob("last.ckpt")  # the final weights: those of the task in memory
     saved = torch.load(ckpt, weights_only=True)["state_dict"]
     for name, value in cli.model.state_dict().items():  # the checkpoint is the final model
         assert torch.equal(saved[name], value), name

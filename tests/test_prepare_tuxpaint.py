@@ -17,10 +17,14 @@ from pycocotools.coco import COCO
 from datamodules.prepare import PrepareError, tuxpaint
 from datamodules.prepare.tuxpaint import (
     STAMPS_DIR,
+    Stamp,
+    caption_key,
     download_deb,
+    family_of,
     parse_caption,
     prepare_tuxpaint,
     split_of,
+    split_stamps,
 )
 from zoo.cli import main as cli_main
 
@@ -273,3 +277,51 @@ def test_shipped_samples_match_their_captions() -> None:
         picture = Image.open(SAMPLES / entry["file_name"])
         assert picture.mode == "RGB" and picture.size == (entry["width"], entry["height"])
         assert entry["caption"] and entry["caption_fr"]
+
+
+def test_families_are_named_whatever_the_variant() -> None:
+    same = [
+        ("symbols/alphabets/english/filled/lowercase/a_filled.png",
+         "symbols/alphabets/english/outlined/uppercase/A_outline.png"),
+        ("people/fireman200b.png", "military/fireman240a.png"),
+        ("animals/amphibians/frog-1.png", "animals/amphibians/frog.png"),
+    ]  # fmt: skip
+    for first, second in same:
+        assert family_of(first) == family_of(second), (first, second)
+    assert family_of("food/fruit/apple_red.png") != family_of("food/fruit/apple_green.png")
+    assert caption_key("The letter A.") == caption_key("the letter a") == "the letter a"
+
+
+def test_a_family_or_a_caption_never_straddles_the_split() -> None:
+    names = ["".join(chr(97 + int(d)) for d in f"{i:03d}") for i in range(300)]  # aaa, aab, ...
+    stamps = [Stamp(f"misc/{name}.png", f"A {name}.", None) for name in names]
+    stamps += [Stamp(f"letters/{c}_filled.png", f"The letter {c}.", None) for c in "abcdefgh"]
+    stamps += [Stamp(f"letters/{c.upper()}_outline.png", f"The letter {c.upper()}.", None)
+               for c in "abcdefgh"]  # fmt: skip
+    stamps += [Stamp(f"fruit/{kind}.png", "A red apple.", None) for kind in ("apple", "pome_red")]
+    splits = split_stamps(stamps)
+    by_family: dict[str, set[str]] = {}
+    by_caption: dict[str, set[str]] = {}
+    for stamp in stamps:
+        by_family.setdefault(family_of(stamp.path), set()).add(splits[stamp.path])
+        by_caption.setdefault(caption_key(stamp.caption), set()).add(splits[stamp.path])
+    assert all(len(found) == 1 for found in [*by_family.values(), *by_caption.values()])
+    assert set(splits.values()) == {"train", "val", "test"}  # still a split
+    # A stamp alone keeps the split of its own path.
+    assert all(splits[s.path] == split_of(s.path) for s in stamps if s.path.startswith("misc/"))
+
+
+REAL = Path(__file__).resolve().parent.parent / "data" / "tuxpaint" / "annotations"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="needs rnn-zoo prepare tuxpaint --out data/tuxpaint")
+def test_the_real_test_split_shares_no_caption_or_family_with_train() -> None:
+    def split(name: str) -> tuple[set[str], set[str]]:
+        coco = json.loads((REAL / f"captions_{name}.json").read_text(encoding="utf-8"))
+        captions = {caption_key(a["caption"]) for a in coco["annotations"]}
+        families = {family_of(image["source"]) for image in coco["images"]}
+        return captions, families
+
+    (train_captions, train_families), (test_captions, test_families) = split("train"), split("test")
+    assert test_captions and not test_captions & train_captions
+    assert test_families and not test_families & train_families

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from zoo.predict.char_lm import generate_text
 
@@ -79,3 +81,51 @@ class StopAfterEpochs(pl.Callback):
         done = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
         if done >= self.epochs - 1e-9:
             trainer.should_stop = True
+
+
+class LastCheckpoint(pl.Callback):
+    """``last.ckpt`` always holds the weights as they are at the end of the run, whatever ended
+    it (``max_steps``, ``max_time``, early stopping, Ctrl-C), and is rewritten after every
+    validation, so a killed run leaves its latest state; the monitored best is the
+    ``ModelCheckpoint``'s (``best.ckpt`` in the recipes). ``rnn-zoo fit`` adds this callback
+    whenever checkpointing is on.
+
+    Lightning's own ``save_last`` only rewrites ``last.ckpt`` when a checkpoint is saved, and
+    with a monitored ``ModelCheckpoint`` that is when the score improves.
+
+    Args:
+        dirpath: folder of ``last.ckpt``; default: the ``ModelCheckpoint``'s, else
+            ``<default_root_dir>/checkpoints``.
+        filename: name without ``.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last") -> None:
+        self.dirpath, self.filename = dirpath, filename
+        self.saved: str | None = None
+
+    def path(self, trainer: pl.Trainer) -> Path:
+        folder = self.dirpath or getattr(trainer.checkpoint_callback, "dirpath", None)
+        folder = folder or Path(trainer.default_root_dir) / "checkpoints"
+        return Path(folder) / f"{self.filename}.ckpt"
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+        rank_zero_info(f"last.ckpt: the final weights are in {self.path(trainer)}")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        # Other ranks may be gone: rank 0 writes alone, without the trainer's barriers.
+        path = self.path(trainer)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+        print(f"\nrnn-zoo: interrupted; the weights so far are in {path}", file=sys.stderr)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        path = self.path(trainer)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
+        self.saved = str(path)

@@ -1,8 +1,14 @@
-"""Reading training checkpoints safely: ``torch.load(weights_only=True)``, never a full unpickle."""
+"""Reading training checkpoints safely: ``torch.load(weights_only=True)``, never a full unpickle,
+after the zip archive's CRCs are checked (torch itself does not check them, so a flipped byte in
+the weights would load without complaint). Every checkpoint the CLI or the Python API reads goes
+through :func:`read_checkpoint`; a remote one is first fetched by :func:`local_checkpoint`."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import re
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -10,31 +16,68 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError
-from zoo.files import one_line
+from zoo.files import fetch, offline, one_line, temp_beside
+
+REMOTE = ("http://", "https://")
+
+
+def _refusal(path: Path, err: pickle.UnpicklingError) -> CheckpointError:
+    """One line for a pickle that ``weights_only`` refused, naming the global it would import."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"global[: ]+'?([\w.]+)", str(err))
+    what = f"it would import {found.group(1)}" if found else one_line(err)[:120]
+    return CheckpointError(
+        f"{path}: refused to load: it holds objects other than tensors and plain values "
+        f"({what}); only load checkpoints you trust, with torch.load directly"
+    )
+
+
+def check_integrity(path: Path) -> None:
+    """Every member of the checkpoint's zip archive passes its CRC check.
+
+    Raises:
+        CheckpointError: a truncated or damaged archive, naming the file and the member.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: damaged checkpoint ({one_line(err)})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: {bad} fails its CRC check (a flipped or truncated "
+            "byte); restore the file from where it came"
+        )
 
 
 def read_checkpoint(
-    path: str | Path, task: str | None = None, map_location: str | torch.device = "cpu"
+    path: str | Path, task: str | None = None, map_location: Any = "cpu", origin: str = ""
 ) -> dict:
-    """Load a Lightning checkpoint (of ``task``, unless None) with ``weights_only=True``.
+    """Load a Lightning checkpoint (of ``task``, unless None) with ``weights_only=True``;
+    errors name ``origin`` (a URL it was fetched from) or else ``path``.
 
     Raises:
-        CheckpointError: the file is missing, is not a torch checkpoint, holds anything but
-            tensors and plain values (so cannot be loaded without running code), or belongs to
-            another task.
+        CheckpointError: the file is missing, is not a torch checkpoint, is damaged, holds
+            anything but tensors and plain values (so cannot be loaded without running code),
+            or belongs to another task.
     """
-    path = Path(path)
+    try:
+        return _read(Path(path), task, map_location)
+    except CheckpointError as err:
+        if not origin:
+            raise
+        raise CheckpointError(str(err).replace(str(path), origin, 1)) from None
+
+
+def _read(path: Path, task: str | None, map_location: Any) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (not a torch.save zip archive)")
+    check_integrity(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain values "
-            f"({one_line(err)[:160]}); only load checkpoints you trust with torch.load directly"
-        ) from None
+        raise _refusal(path, err) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({one_line(err)[:120]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -46,6 +89,30 @@ def read_checkpoint(
             f"for its task"
         )
     return checkpoint
+
+
+def local_checkpoint(path_or_url: str | Path) -> Path:
+    """A checkpoint as a local file: the path itself, or an ``http(s)://`` URL fetched into the
+    temporary folder (never with ``RNN_ZOO_OFFLINE``; then read it like any file, with
+    :func:`read_checkpoint`).
+
+    Raises:
+        CheckpointError: a remote checkpoint while offline, or a failed download.
+    """
+    text = str(path_or_url)
+    if not text.startswith(REMOTE):
+        return Path(text)
+    if offline():
+        raise CheckpointError(f"{text}: RNN_ZOO_OFFLINE is set, so no checkpoint is downloaded")
+    name = hashlib.sha256(text.encode()).hexdigest()[:16] + ".ckpt"
+    local = Path(tempfile.gettempdir()) / "rnn-zoo-checkpoints" / name
+    tmp = temp_beside(local)
+    try:
+        fetch(text, tmp, error=CheckpointError)
+        tmp.replace(local)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return local
 
 
 def checkpoint_task(checkpoint: dict[str, Any]) -> str | None:

@@ -10,9 +10,13 @@ which checks size and digests before the file takes its name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
+import re
+import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,13 +26,77 @@ from urllib.request import Request, urlopen
 from zoo.errors import DataError, UserError
 
 CHUNK = 1 << 20  # bytes read or written at a time
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:32] or "host"
+_TEMP_OWNER = re.compile(r"([A-Za-z0-9_]+)-(\d+)-[0-9a-f]+\.tmp")
+
+
+def offline() -> bool:
+    """Is ``RNN_ZOO_OFFLINE`` set (to anything but empty, 0, false or no)? Then nothing is
+    downloaded: published weights, remote checkpoints."""
+    return os.environ.get("RNN_ZOO_OFFLINE", "").lower() not in ("", "0", "false", "no")
 
 
 def temp_beside(path: Path) -> Path:
     """A unique hidden name in ``path``'s folder (created if missing): write there, then
-    ``os.replace`` onto ``path``, so a reader never sees a half-written file."""
+    ``os.replace`` onto ``path``, so a reader never sees a half-written file.
+
+    The name carries this host and process (``.NAME.HOST-PID-RANDOM.tmp``), so that the
+    leftovers of a process that was killed mid-write are recognised and removed here, by the
+    next write of the same file (:func:`remove_leftovers`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    remove_leftovers(path)
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove temporary files that killed writes of ``path`` left beside it: ours of this host
+    whose process is gone, and older schemes' (``.NAME.tmp``, downloads' ``*.partial``) once an
+    hour old. Returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if _abandoned(tmp, path.name) and _unlink(tmp):
+            removed.append(tmp)
+    for partial in path.parent.glob(f"{glob.escape(path.name)}.*.partial"):
+        if _older_than(partial, 3600) and _unlink(partial):
+            removed.append(partial)
+    return removed
+
+
+def _abandoned(tmp: Path, name: str) -> bool:
+    rest = tmp.name[len(name) + 2 :]  # after ".NAME."
+    if rest not in ("tmp", "partial") and not rest.endswith((".tmp", ".partial")):
+        return False
+    owner = _TEMP_OWNER.fullmatch(rest)
+    if owner is None:  # an older scheme: no owner to ask
+        return _older_than(tmp, 3600)
+    host, pid = owner.group(1), int(owner.group(2))
+    return host == _HOST and not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, alive
+        return True
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def one_line(err: BaseException) -> str:
@@ -40,12 +108,24 @@ def one_line(err: BaseException) -> str:
 @contextlib.contextmanager
 def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block succeeds it is synced to disk and
-    renamed onto ``path``, on any error it is removed (the old ``path``, if any, stays)."""
+    renamed onto ``path``, on any error it is removed (the old ``path``, if any, stays).
+
+    Raises:
+        UserError: the write failed (a read-only folder, a full disk): one line naming ``path``.
+    """
     path = Path(path)
-    tmp = temp_beside(path)
+    try:
+        tmp = temp_beside(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from None
     try:
         yield tmp
         commit(tmp, path, mode)
+    except OSError as err:
+        raise UserError(
+            f"{path}: could not be written ({err.strerror or one_line(err)}); nothing was left "
+            "under that name"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from zoo.errors import PretrainedError
-from zoo.files import mismatch, one_line, shipped, verified_download
+from zoo.errors import CheckpointError, PretrainedError
+from zoo.files import mismatch, offline, one_line, shipped, verified_download
 
 __all__ = [
     "DEFAULT_MANIFEST",
@@ -52,11 +52,6 @@ def cache_dir() -> Path:
     except ImportError:
         return Path.home() / ".cache" / "rnn-zoo"
     return Path(platformdirs.user_cache_dir("rnn-zoo"))
-
-
-def offline() -> bool:
-    """Is ``RNN_ZOO_OFFLINE`` set (to anything but empty, 0, false or no)?"""
-    return os.environ.get("RNN_ZOO_OFFLINE", "").lower() not in ("", "0", "false", "no")
 
 
 def read_manifest(manifest: str | Path | None = None) -> dict[str, Any]:
@@ -119,6 +114,24 @@ def download(name: str, manifest: str | Path | None = None, progress: bool = Tru
     ):
         pass
     return cached
+
+
+def check_published_copy(path: Path, name: str | None) -> None:
+    """A local file that names itself as a published model (and carries its file name) is
+    checked against that model's manifest entry, so a damaged copy is refused.
+
+    Raises:
+        CheckpointError: the sizes or sha256 differ.
+    """
+    try:
+        entry = _entry(name, manifest_path()) if name else None
+    except PretrainedError:
+        return  # not a published name: nothing to check against
+    if entry is None or entry["file"] != path.name:
+        return
+    size = entry.get("size") if isinstance(entry.get("size"), int) else None
+    if problem := mismatch(path, size, {"sha256": entry["sha256"]}):
+        raise CheckpointError(f"{path}: damaged copy of {name} ({problem}); fetch it again")
 
 
 def _entry(name: str, path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ independent of the display backend; :func:`save_figure` writes them atomically.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,51 @@ def figure_to_array(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
+#: Figure formats by file suffix (what matplotlib's Agg canvas writes).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+def check_figure_path(path: str | Path, flag: str = "--plot-attention") -> Path:
+    """A figure can be written at ``path``: a known suffix, in a folder that exists and takes
+    files. Checked before any work, so a bad path costs nothing.
+
+    Raises:
+        UserError: one line naming the path and what to do.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        known = ", ".join(FIGURE_SUFFIXES[:3])
+        raise UserError(f"{path}: {flag} writes {known}, ...; {path.suffix or 'no suffix'} is none")
+    check_folder(path.parent, flag)
+    return path
+
+
+def check_folder(folder: str | Path, flag: str) -> Path:
+    """``folder`` exists (or can be made) and takes new files.
+
+    Raises:
+        UserError: one line naming the folder.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"{existing}: {flag} needs a folder here, this is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: {flag} cannot write in this folder (permission denied)")
+    return folder
+
+
 def save_figure(fig, path: str | Path, dpi: int | None = None) -> None:
     """Write a figure to ``path`` atomically (a temporary file, then a rename); the format comes
-    from the suffix (``.png``, ``.pdf``, ``.svg``)."""
+    from the suffix (:data:`FIGURE_SUFFIXES`).
+
+    Raises:
+        UserError: an unknown suffix, or a write that fails (one line naming the path).
+    """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
+    if f".{fmt}" not in FIGURE_SUFFIXES:
+        raise UserError(f"{path}: unknown figure format .{fmt}; use .png, .pdf or .svg")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=dpi)
 

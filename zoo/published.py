@@ -11,6 +11,7 @@ known here: :mod:`zoo.predict` builds predictors from what :func:`read_file` ret
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from zoo.files import atomic_path, one_line, sha256_of
 #: ``<task>-<core>-<dataset>-v<N>``; ``_`` joins words inside a field (char_lm, layernorm_lstm).
 NAME_PATTERN = re.compile(r"([a-z0-9_]+)-[a-z0-9_]+-[a-z0-9_]+-v\d+")
 METADATA_KEY = "rnn_zoo"  # safetensors metadata key holding the JSON config
+DIGEST_KEY = "rnn_zoo_sha256"  # safetensors metadata key: sha256 of the tensors, as stored
 BYTES_KEY = "base64_uint8"  # marks a byte string (e.g. a SentencePiece model) in the JSON extras
 
 
@@ -151,8 +153,20 @@ def write_file(
     state = model.state_dict()
     aliases = tied_aliases(state)
     tensors = {k: _stored(v, fp16) for k, v in state.items() if k not in aliases}
+    metadata = {"format": "pt", METADATA_KEY: header, DIGEST_KEY: tensors_digest(tensors)}
     with atomic_path(path) as tmp:  # published files are readable by all, like any other data
-        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: header})
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what a file's
+    content must hash to, whatever its header says."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _stored(tensor: Tensor, fp16: bool) -> Tensor:
@@ -185,6 +199,11 @@ def read_file(path: str | Path) -> PublishedFile:
         isinstance(header.get(key), dict) for key in ("model", "extras")
     ):
         raise CheckpointError(f"{path}: rnn-zoo metadata needs a task, a model and extras")
+    stored = metadata.get(DIGEST_KEY)
+    if stored is not None and tensors_digest(state) != stored:
+        raise CheckpointError(
+            f"{path}: damaged file: its tensors do not hash to the digest it was written with"
+        )
     half = (torch.float16, torch.bfloat16)  # fp16 storage is loaded back to fp32
     state = {k: v.float() if v.dtype in half else v for k, v in state.items()}
     return PublishedFile(header.get("name"), header["task"], header["model"], extras, state)

@@ -13,8 +13,10 @@ Output, read by ``pycocotools.coco.COCO`` or ``torchvision.datasets.CocoCaptions
   ``max_side`` (224 by default; 0 keeps the original size).
 - One annotation per picture: ``caption`` is the English line, ``caption_fr`` the French one (or
   null); each ``images`` entry keeps the stamp path under ``source``.
-- Split: by the SHA-1 of the stamp's path relative to the stamps folder, 80/10/10 (see
-  :func:`split_of`), so a stamp keeps its split whatever else the package holds.
+- Split: 80/10/10 by the SHA-1 of a path, with every family of stamps on one side
+  (:func:`split_stamps`): the same thing filled and outlined, upper and lower case, in two sizes
+  or numbered (``frog`` / ``frog-1``), or under the same caption, is one group, split by its
+  first path. A stamp alone keeps the split of its own path.
 - A stamp with both ``NAME.png`` and ``NAME.svg`` uses the PNG. SVG-only stamps are converted
   with cairosvg or ``rsvg-convert`` when one is installed, else skipped and counted.
 - Skipped and counted, with a one-line warning naming the file: a caption file that is empty or
@@ -77,14 +79,61 @@ class Stamp:
     caption_fr: str | None
 
 
-def split_of(path: str) -> str:
-    """Return the split of a stamp from the SHA-1 of its relative path: 80/10/10 train/val/test.
+def split_of(key: str) -> str:
+    """The split of a group of stamps from the SHA-1 of its key: 80/10/10 train/val/test.
 
     Args:
-        path: Picture path relative to the stamps folder, e.g. ``"animals/mammals/koala.png"``.
+        key: the group's first picture path, relative to the stamps folder, e.g.
+            ``"animals/mammals/koala.png"`` (:func:`split_stamps`).
     """
-    bucket = int(hashlib.sha1(path.encode("utf-8")).hexdigest()[:8], 16) % 100
+    bucket = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % 100
     return "train" if bucket < 80 else "val" if bucket < 90 else "test"
+
+
+_VARIANT = re.compile(r"[-_ ]?(filled|outlined|outline)$")
+_NUMBERED = re.compile(r"[-_ ]?\d+[a-z]?$")  # frog-1, fireman200b, fireman240a
+
+
+def family_of(path: str) -> str:
+    """What a stamp is, whatever the variant: its file name without the folder, extension, case,
+    ``_filled`` / ``_outline`` and number or size suffixes (``letters/A_outline.png`` and
+    ``letters/a_filled.png`` are both ``a``; ``fireman200b`` and ``fireman240a`` are
+    ``fireman``; ``frog-1`` is ``frog``)."""
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
+    while True:
+        shorter = _NUMBERED.sub("", _VARIANT.sub("", stem))
+        if shorter == stem or not shorter:
+            return stem
+        stem = shorter
+
+
+def caption_key(caption: str) -> str:
+    """A caption as words only, lower case: "The letter A." and "the letter a" are one."""
+    return " ".join(re.findall(r"\w+", caption.lower()))
+
+
+def split_stamps(stamps: Sequence[Stamp]) -> dict[str, str]:
+    """Picture path -> split, with every family (:func:`family_of`) and every caption on one
+    side: stamps that share either are one group, split by the hash of its first path (so a
+    stamp alone keeps the split of its own path). A random split by picture would put the same
+    letter, filled in train and outlined in test, on both sides, and flatter the test scores."""
+    parent = list(range(len(stamps)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, stamp in enumerate(stamps):
+        for key in (f"family {family_of(stamp.path)}", f"caption {caption_key(stamp.caption)}"):
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    groups: dict[int, list[str]] = {}
+    for i, stamp in enumerate(stamps):
+        groups.setdefault(root(i), []).append(stamp.path)
+    return {path: split_of(min(paths)) for paths in groups.values() for path in paths}
 
 
 def parse_caption(text: str) -> tuple[str | None, str | None]:
@@ -266,13 +315,14 @@ def _write_pictures(
     images: dict[str, list[Any]] = {split: [] for split in SPLITS}
     annotations: dict[str, list[Any]] = {split: [] for split in SPLITS}
     counts = Counter[str]()
+    splits = split_stamps(stamps)
     for stamp in stamps:
         picture = _convert(stamp, files[stamp.path], svg, max_side, counts)
         if picture is None:
             continue
         counts["pictures"] += 1
         image_id, file_name = counts["pictures"], _file_name(stamp.path)
-        split = split_of(stamp.path)
+        split = splits[stamp.path]
         save_png(picture, out_dir / "images" / file_name)
         images[split].append(_image_entry(image_id, file_name, picture, stamp))
         # One caption per picture, so the annotation shares the image's id.
@@ -334,7 +384,8 @@ def prepare_tuxpaint(
         "version": _deb_field(deb, "Version"),
         "source": f"{_deb_field(deb, 'Package')} {deb.name}",
         "max_side": max_side,
-        "split": "sha1(stamp path) % 100: < 80 train, < 90 val, else test",
+        "split": "families and captions grouped; sha1(first path of a group) % 100: < 80 train, "
+        "< 90 val, else test",
     }
     write_coco(out_dir, info, [LICENSE], images, annotations)
     return _summary(counts, images, annotations)

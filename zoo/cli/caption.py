@@ -50,14 +50,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, value in (("--beam", args.beam), ("--max-len", args.max_len)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be at least 1")
+    for flag, value, top in (("--beam", args.beam, 1000), ("--max-len", args.max_len, 10_000)):
+        if value is not None and not 1 <= value <= top:
+            raise UserError(f"{flag} must be between 1 and {top:,}, got {value:,}")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     plot = args.plot_attention
     if plot is not None and plot.exists() and not plot.is_dir():
         raise UserError(f"{plot}: --plot-attention needs a directory, this is a file")
+    if plot is not None:
+        from zoo.plots import check_folder
+
+        check_folder(plot, "--plot-attention")
     for path in map(Path, args.images):  # the cheap checks first, before loading a model
         if path.is_dir():
             raise DataError(f"{path}: is a directory, not a picture")
@@ -82,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             args.images, beam_size=args.beam, max_len=args.max_len, batch_size=args.batch_size,
             with_attention=plot is not None, progress=bar.update,
         )  # fmt: skip
+    if plot is not None:  # drawn first: a failure leaves no output that looks complete
+        captioner.plot_attention(args.images, captions, plot)
     lines = (f"{path}\t{caption.text}\n" for path, caption in zip(args.images, captions))
     sys.stdout.write("".join(lines))
     sys.stdout.flush()
-    if plot is not None:
-        captioner.plot_attention(args.images, captions, plot)
     return 0

@@ -23,15 +23,32 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check(args: argparse.Namespace) -> None:
+    """The cheap checks first, before a model is read: one line naming the flag."""
+    from zoo.predict.char_lm import check_sampling
+
+    try:
+        check_sampling(args.length, args.temperature, args.top_k, args.top_p, args.greedy)
+    except ValueError as err:
+        raise UserError(f"--{str(err).replace('_', '-')}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    check(args)
     lm = load_model(args, "char_lm")
+    settings = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    pieces = lm.stream(args.prime, args.length, greedy=args.greedy, seed=args.seed, **settings)
+    written = False
     try:
-        text = lm.generate(
-            args.prime, args.length, temperature=args.temperature, top_k=args.top_k,
-            top_p=args.top_p, greedy=args.greedy, seed=args.seed,
-        )  # fmt: skip
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    sys.stdout.write(text + "\n")
+        for piece in pieces:  # written as it is made; Ctrl-C keeps what was written
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            written = True
+    except ValueError as err:  # the prime: empty, or characters the model never saw
+        raise UserError(f"--prime: {err}") from None
+    finally:
+        if written:  # the text ends its line, also when Ctrl-C cut it short
+            sys.stdout.write("\n")
+            sys.stdout.flush()
     return 0

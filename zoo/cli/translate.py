@@ -106,8 +106,10 @@ def _format(hyps: list[tuple[str, float]], n_best: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     plot = args.plot_attention
-    if plot is not None and not plot.parent.resolve().is_dir():
-        raise UserError(f"{plot.parent}: no such directory for --plot-attention")
+    if plot is not None:
+        from zoo.plots import check_figure_path
+
+        check_figure_path(plot)
     translator = load_model(args, "translation")
     if plot is not None and getattr(translator.model, "attention", None) is None:
         origin = args.pretrained or args.checkpoint
@@ -125,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as err:
             raise UserError(f"<stdin>: {err}") from None
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if plot is not None and first is not None:  # drawn first: a failure leaves no output
+        target = results[first][0][0] if results[first] else []
+        translator.plot_attention(lines[first], target, plot)
     detokenize = translator.codec.detokenize
     texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
     out = [line for hyps in texts for line in _format(hyps, settings.n_best)]
     sys.stdout.write("".join(f"{line}\n" for line in out))
     sys.stdout.flush()
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if plot is not None and first is not None:
-        target = results[first][0][0] if results[first] else []
-        translator.plot_attention(lines[first], target, plot)
     return 0

@@ -15,6 +15,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
+from zoo.callbacks import LastCheckpoint
+from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.errors import UserError
 from zoo.files import atomic_path
 
@@ -72,13 +74,32 @@ def default_logger() -> dict[str, Any]:
     }
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
+class SafeCheckpointIO(TorchCheckpointIO):
     """Checkpoints go to a temporary file that is synced, then renamed: a crash never leaves
-    half a file under a checkpoint's name."""
+    half a file under a checkpoint's name. They are read back only through
+    :func:`zoo.checkpoint.read_checkpoint` (CRCs checked, ``weights_only=True``), local or
+    remote: Lightning's own loader unpickles ``http(s)://`` checkpoints in full."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        if weights_only is False:
+            raise UserError(f"{path}: weights_only=False would unpickle it (it could run code)")
+        local = local_checkpoint(path)
+        return read_checkpoint(local, map_location=map_location or "cpu")
+
+
+def user_error_in(err: BaseException) -> UserError | None:
+    """The :class:`UserError` an exception was raised from, if any (its cause chain)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 class ZooCLI(LightningCLI):
@@ -109,6 +130,31 @@ class ZooCLI(LightningCLI):
             configs = ", ".join(str(p) for p in config_paths(args)) or "command line"
             message = " ".join(str(err).split())
             raise UserError(f"{configs}: {message}") from None
+        except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
+            cause = user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """``--ckpt_path`` checked before the trainer starts (one line naming the file, for a
+        missing, damaged, pickled or other-task checkpoint; remote ones fetched, never while
+        offline), and ``weights_only`` always on."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only") is False:
+            raise UserError(
+                "--weights_only false would unpickle the checkpoint, which can run any code; "
+                "rnn-zoo checkpoints never need it: drop the flag"
+            )
+        if "weights_only" in kwargs:
+            kwargs["weights_only"] = True
+        path = kwargs.get("ckpt_path")
+        if path is not None and str(path) not in ("last", "best", "hpc", "registry"):
+            local = local_checkpoint(path)
+            task = (getattr(self.model, "hparams", None) or {}).get("task")
+            read_checkpoint(local, task, origin=str(path))  # one-line errors; Lightning loads it
+            kwargs["ckpt_path"] = str(local)
+        return kwargs
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would re-apply the checkpoint's hyper_parameters as __init__ arguments;
@@ -125,6 +171,10 @@ class ZooCLI(LightningCLI):
         listed = list(config.get("callbacks") or []) + list(callbacks)
         if wanted and not any(isinstance(cb, ProgressBar) for cb in listed):
             callbacks = [*callbacks, RichProgressBar()]
+        # last.ckpt: the final weights, whatever ends the run (zoo.callbacks.LastCheckpoint).
+        saving = config.get("enable_checkpointing") is not False and self.subcommand == "fit"
+        if saving and not any(isinstance(cb, LastCheckpoint) for cb in listed):
+            callbacks = [*callbacks, LastCheckpoint()]
         if not config.get("plugins"):
-            config["plugins"] = [AtomicCheckpointIO()]
+            config["plugins"] = [SafeCheckpointIO()]
         return super()._instantiate_trainer(config, callbacks)

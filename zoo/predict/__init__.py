@@ -76,6 +76,8 @@ def load_file(
     """
     path = Path(path)
     file = read_file(path)
+    if meta is None:  # a file named like a published one must be that file
+        hub.check_published_copy(path, file.name)
     if task is not None and file.task != task:
         raise CheckpointError(f"{path}: is a {file.task} model, not {task}")
     return _predictor(file.task, path).from_published(file, path, meta).to(device)

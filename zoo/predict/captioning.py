@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from datamodules.images import image_transform, preprocessing, read_picture
+from datamodules.images import image_transform, preprocessing, read_picture, to_rgb
 from datamodules.vocab import BOS, EOS, PAD, Vocab
 from zoo.classpath import resolve_class
 from zoo.decoding import DecodeSettings, search
@@ -179,9 +179,7 @@ class Captioner(Predictor):
             DataError: a picture that cannot be read, naming it.
         """
         transform = self.transform
-        pictures = [
-            p.convert("RGB") if isinstance(p, Image.Image) else read_picture(p) for p in images
-        ]
+        pictures = [to_rgb(p) if isinstance(p, Image.Image) else read_picture(p) for p in images]
         return torch.stack([transform(picture) for picture in pictures])
 
     def captions(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,10 +21,34 @@ from zoo.published import load_state
 LN2 = math.log(2.0)
 
 
+#: The most characters one call may generate (a typo of a few zeros would run for days).
+MAX_LENGTH = 1_000_000
+
+
+def check_sampling(
+    length: int, temperature: float, top_k: int | None, top_p: float | None, greedy: bool
+) -> None:
+    """The sampling settings, checked where they enter.
+
+    Raises:
+        ValueError: one line naming the setting that is out of range.
+    """
+    if not 0 <= length <= MAX_LENGTH:
+        raise ValueError(f"length must be between 0 and {MAX_LENGTH:,}, got {length:,}")
+    if not greedy and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"temperature must be a number > 0 (or sample greedily), got {temperature}"
+        )
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 @torch.no_grad()
-def generate_text(
+def stream_text(
     model: CharRNN,
-    vocab,
+    vocab: CharVocab,
     prime: str = "\n",
     length: int = 500,
     *,
@@ -33,44 +57,54 @@ def generate_text(
     top_p: float | None = None,
     greedy: bool = False,
     seed: int | None = None,
-) -> str:
-    """Sample ``length`` characters after ``prime`` (which is returned first, as char-rnn does).
+    chunk: int = 64,
+) -> Iterator[str]:
+    """``prime``, then ``length`` sampled characters in pieces of ``chunk`` as they are made
+    (the text is the same whatever the chunk: the state and the random stream carry on).
 
     Raises:
-        ValueError: the prime is empty or has characters outside the vocabulary.
+        ValueError: an empty prime, characters outside the vocabulary, or settings out of range.
     """
     if not prime:
         raise ValueError("prime text is empty; give at least one character, e.g. a newline")
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
-    was_training = model.training
-    model.eval()
+    check_sampling(length, temperature, top_k, top_p, greedy)
     device = next(model.parameters()).device
     ids = vocab.encode(prime, strict=True).to(device)[None]  # (1, P)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
-    state = None
-    if ids.shape[1] > 1:  # warm the state on all but the last character
-        _, state = model(ids[:, :-1])
+    unknown = torch.tensor([0], device=device)
 
     def step(tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         logits, state = model.step(tokens, state)
         return logits.index_fill(-1, unknown, float("-inf")), state  # never emit <unk>
 
-    unknown = torch.tensor([0], device=device)
-    tokens, _ = sample(
-        step,
-        state,
-        ids[:, -1],
-        length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-        generator=generator,
-    )
-    model.train(was_training)
-    return prime + vocab.decode(tokens[0])
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "greedy": greedy}
+    was_training = model.training
+    model.eval()
+    try:
+        state = model(ids[:, :-1])[1] if ids.shape[1] > 1 else None  # all but the last char
+        yield prime
+        tokens, done = ids[:, -1], 0
+        while done < length:
+            n = min(chunk, length - done)
+            out, state = sample(step, state, tokens, n, generator=generator, **settings)
+            tokens, done = out[:, -1], done + n
+            yield vocab.decode(out[0])  # one host sync per chunk
+    finally:
+        model.train(was_training)
+
+
+def generate_text(
+    model: CharRNN, vocab: CharVocab, prime: str = "\n", length: int = 500, **kw
+) -> str:
+    """Sample ``length`` characters after ``prime`` (which is returned first, as char-rnn does);
+    ``kw`` as for :func:`stream_text` (``temperature``, ``top_k``, ``top_p``, ``greedy``,
+    ``seed``).
+
+    Raises:
+        ValueError: the prime is empty or has characters outside the vocabulary.
+    """
+    return "".join(stream_text(model, vocab, prime, length, chunk=max(length, 1), **kw))
 
 
 @torch.no_grad()
@@ -128,6 +162,10 @@ class CharLM(Predictor):
         """``prime`` and ``length`` characters sampled after it; ``sampling`` as for
         :func:`generate_text` (``temperature``, ``top_k``, ``top_p``, ``greedy``, ``seed``)."""
         return generate_text(self.model, self.vocab, prime, length, **sampling)
+
+    def stream(self, prime: str = "\n", length: int = 500, **sampling: Any) -> Iterator[str]:
+        """:meth:`generate`'s text in pieces, as it is made (:func:`stream_text`)."""
+        return stream_text(self.model, self.vocab, prime, length, **sampling)
 
     def evaluate(self, text: str, batch_size: int = 1, seq_len: int = 256) -> dict[str, float]:
         """Loss, perplexity and bits per character of ``text`` (the state carried through it in

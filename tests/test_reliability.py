@@ -1,0 +1,485 @@
+"""Regression tests for the reliability holes of issue 13: a remote checkpoint that would run code,
+pictures of every mode, damaged checkpoints, settings out of range, writes that fail, last.ckpt
+and Ctrl-C. Each one ends in one line and a non-zero exit, or in the documented behaviour."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import http.server
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zoo.files
+from datamodules.images import load_image, to_rgb
+from datamodules.vocab import CharVocab
+from zoo.checkpoint import read_checkpoint
+from zoo.cli import main
+from zoo.cores import GRU
+from zoo.errors import CheckpointError, UserError
+from zoo.models import CharRNN
+from zoo.predict import load
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "recipes" / "char_lm" / "tiny.yaml")
+SHAPE = ROOT / "tests" / "data" / "coco_tiny" / "images" / "shapes_000001.png"
+CHAR_MODEL = "char_lm-rnn-shakespeare-v1"
+
+
+def _error_line(capsys, *argv) -> str:
+    """Run the command; it must fail with exit 2, one stderr line and nothing on stdout."""
+    assert main([str(a) for a in argv]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("rnn-zoo: error:")]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.out == "", captured.out
+    return lines[0]
+
+
+class _Exploit:
+    """Unpickling this writes ``marker``: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+class _Server:
+    """``http.server`` on 127.0.0.1 serving ``files`` (path -> bytes), counting requests."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append(self.path)
+                body = files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.end_headers()  # no Content-Length: the body ends when the connection does
+                for start in range(0, len(body), 1 << 16):
+                    try:
+                        self.wfile.write(body[start : start + (1 << 16)])
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "RNN_ZOO_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+# --- 1. a remote checkpoint never unpickles -------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_planted_remote_checkpoint_never_runs(command, tmp_path, capsys, monkeypatch, no_proxy):
+    marker = tmp_path / "marker"
+    planted = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"task": "char_lm"}, "x": _Exploit(marker)},
+               planted)  # fmt: skip
+    server = _Server({"/x.ckpt": planted.read_bytes()})
+    try:
+        args = [command, "--config", TINY, "--ckpt_path", f"{server.url}/x.ckpt",
+                "--trainer.default_root_dir", tmp_path / "run"]  # fmt: skip
+        line = _error_line(capsys, *args)
+        assert (
+            "refused to load" in line
+            and "would import exec" in line
+            and f"{server.url}/x.ckpt:" in line
+        )
+        assert server.requests == ["/x.ckpt"]
+        monkeypatch.setenv("RNN_ZOO_OFFLINE", "1")
+        line = _error_line(capsys, *args)
+        assert "RNN_ZOO_OFFLINE" in line and server.requests == ["/x.ckpt"]  # no new request
+    finally:
+        server.close()
+    assert not marker.exists()
+
+
+def test_weights_only_false_is_refused(tmp_path, capsys):
+    ckpt = _char_checkpoint(tmp_path / "run.ckpt")
+    line = _error_line(capsys, "validate", "--config", TINY, "--ckpt_path", ckpt,
+                       "--weights_only", "false")  # fmt: skip
+    assert "--weights_only false" in line
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "other task", "pickled"])
+def test_ckpt_path_errors_are_one_line_naming_the_file(kind, tmp_path, capsys):
+    path = tmp_path / f"{kind.replace(' ', '_')}.ckpt"
+    if kind == "truncated":
+        whole = _char_checkpoint(tmp_path / "whole.ckpt").read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    elif kind == "text":
+        path.write_text("not a checkpoint\n")
+    elif kind == "other task":
+        torch.save({"state_dict": {}, "hyper_parameters": {"task": "translation"}}, path)
+    elif kind == "pickled":
+        torch.save({"state_dict": {}, "x": _Exploit(tmp_path / "marker")}, path)
+    line = _error_line(capsys, "fit", "--config", TINY, "--ckpt_path", path,
+                       "--trainer.default_root_dir", tmp_path / "run")  # fmt: skip
+    assert str(path) in line
+    assert not (tmp_path / "marker").exists()
+
+
+# --- 2. pictures of every mode --------------------------------------------------------------
+
+
+def _png_rgb16(path: Path, rgb: np.ndarray) -> None:
+    """A 48-bit (16 bits a channel) RGB PNG, written by hand: Pillow cannot write one."""
+    height, width, _ = rgb.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_every_mode_reads_to_its_8_bit_rgb(tmp_path) -> None:
+    grey = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    expect_grey = np.repeat(grey[..., None], 3, axis=2)
+    cases = {
+        "L": Image.fromarray(grey),
+        "I;16": Image.fromarray(grey.astype(np.uint16) * 257),
+        "I;16B": Image.frombytes("I;16B", (2, 2), (grey.astype(">u2") * 257).tobytes()),
+        "I": Image.fromarray(grey.astype(np.int32) * 257),
+        "F": Image.fromarray(grey.astype(np.float32) / 255),
+        "P": Image.fromarray(grey).convert("P"),
+    }
+    for mode, picture in cases.items():
+        path = tmp_path / f"{mode.replace(';', '_')}.tiff"
+        picture.save(path)
+        assert Image.open(path).mode == mode
+        assert np.array_equal(np.asarray(load_image(path)), expect_grey), mode
+    bilevel = tmp_path / "1.png"
+    Image.fromarray(grey >= 128).save(bilevel)
+    assert np.asarray(load_image(bilevel))[..., 0].tolist() == [[0, 0], [255, 255]]
+    rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [10, 20, 30]]], dtype=np.uint8)
+    for mode in ("RGB", "CMYK", "YCbCr"):
+        path = tmp_path / f"{mode}.tiff"
+        Image.fromarray(rgb).convert(mode).save(path)
+        assert np.abs(np.asarray(load_image(path)).astype(int) - rgb).max() <= 3, mode
+    _png_rgb16(tmp_path / "rgb16.png", rgb.astype(np.uint16) * 257)
+    assert np.array_equal(np.asarray(load_image(tmp_path / "rgb16.png")), rgb)
+    clear = np.zeros((2, 2, 4), dtype=np.uint8)  # transparent black: white once flattened
+    for mode in ("RGBA", "LA"):
+        path = tmp_path / f"{mode}.png"
+        Image.fromarray(clear).convert(mode).save(path)
+        assert (np.asarray(load_image(path)) == 255).all(), mode
+    palette_alpha = Image.fromarray(clear).convert("PA")  # no format writes PA: read in memory
+    assert (np.asarray(to_rgb(palette_alpha)) == 255).all()
+
+
+def test_a_16_bit_grey_picture_gets_the_caption_of_its_8_bit_twin(tmp_path) -> None:
+    captioner = load("captioning-showattendtell-shapes-v1")
+    twin = Image.open(SHAPE).convert("L")
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.asarray(twin).astype(np.uint16) * 257).save(deep)
+    assert Image.open(deep).mode == "I;16"
+    clipped = Image.open(deep).convert("RGB")  # what a plain convert makes of it: white
+    assert np.asarray(clipped).min() == 255
+    eight, sixteen, white = captioner.caption([twin, deep, clipped])
+    assert eight == sixteen != white
+
+
+# --- 3. damaged checkpoints ------------------------------------------------------------------
+
+
+def _char_checkpoint(path: Path) -> Path:
+    vocab = CharVocab(list("abc \n"))
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), functools.partial(GRU, hidden_size=64), 8)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"task": "char_lm", "model": model.config()},
+            "vocab": list(vocab.chars),
+        },
+        path,
+    )
+    return path
+
+
+def test_one_flipped_weight_byte_is_refused(tmp_path, capsys) -> None:
+    path = _char_checkpoint(tmp_path / "run.ckpt")
+    with zipfile.ZipFile(path) as archive:  # the biggest record: a weight matrix
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    local_extra = struct.unpack("<H", data[info.header_offset + 28 : info.header_offset + 30])[0]
+    start = info.header_offset + 30 + len(info.filename.encode()) + local_extra
+    data[start + 100] ^= 0x01  # one bit of one float of the weight
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["state_dict"]  # torch alone loads it
+    with pytest.raises(CheckpointError, match="fails its CRC check"):
+        read_checkpoint(path)
+    line = _error_line(capsys, "sample", "--checkpoint", path, "--device", "cpu")
+    assert str(path) in line and "damaged checkpoint" in line
+
+
+def test_a_damaged_copy_of_a_published_file_is_refused(tmp_path, capsys) -> None:
+    shipped = ROOT / "checkpoints" / f"{CHAR_MODEL}.safetensors"
+    data = bytearray(shipped.read_bytes())
+    data[-1000] ^= 0x01  # a weight's byte: the file still parses
+    copy = tmp_path / shipped.name
+    copy.write_bytes(bytes(data))
+    line = _error_line(capsys, "sample", "--pretrained", copy, "--device", "cpu")
+    assert str(copy) in line and "damaged copy" in line
+
+
+def test_an_exported_file_carries_a_digest_of_its_tensors(tmp_path) -> None:
+    out = tmp_path / "char_lm-gru-toy-v1.safetensors"
+    assert main(["export", "--checkpoint", str(_char_checkpoint(tmp_path / "r.ckpt")),
+                 "--name", "char_lm-gru-toy-v1", "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert load(out).generate("ab", 5, seed=0).startswith("ab")
+    data = bytearray(out.read_bytes())
+    data[-7] ^= 0x10
+    out.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not hash to the digest"):
+        load(out)
+
+
+# --- 4. settings checked where they enter -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sample", "--pretrained", CHAR_MODEL, "--length", "10000000000000"], "--length must"),
+        (["sample", "--pretrained", CHAR_MODEL, "--length", "-1"], "--length must"),
+        (["sample", "--pretrained", CHAR_MODEL, "--temperature", "nan"], "--temperature"),
+        (["sample", "--pretrained", CHAR_MODEL, "--temperature", "0"], "--temperature"),
+        (["sample", "--pretrained", CHAR_MODEL, "--top-p", "1.5"], "--top-p"),
+        (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
+        (["sample", "--pretrained", CHAR_MODEL, "--device", "tpu9"], "--device 'tpu9'"),
+        (["sample", "--pretrained", CHAR_MODEL, "--prime", ""], "--prime"),
+        (
+            [
+                "caption",
+                "--pretrained",
+                "captioning-showattendtell-shapes-v1",
+                "--beam",
+                "0",
+                str(SHAPE),
+            ],
+            "--beam",
+        ),  # fmt: skip
+        (
+            [
+                "caption",
+                "--pretrained",
+                "captioning-showattendtell-shapes-v1",
+                "--max-len",
+                "100000",
+                str(SHAPE),
+            ],
+            "--max-len must be between 1 and",
+        ),  # fmt: skip
+    ],
+)
+def test_settings_out_of_range_are_one_line_naming_the_flag(argv, expected, capsys) -> None:
+    assert expected in _error_line(capsys, *argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_cuda_without_a_gpu_blames_the_device_not_the_checkpoint(capsys) -> None:
+    line = _error_line(capsys, "sample", "--pretrained", CHAR_MODEL, "--device", "cuda")
+    assert "no CUDA GPU" in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_translate_refuses_a_length_penalty_that_is_not_finite(value, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))
+    line = _error_line(capsys, "translate", "--pretrained", "translation-rnnsearch-bible-v1",
+                       f"--length-penalty={value}", "--device", "cpu")  # fmt: skip
+    assert "--length-penalty must be a finite number" in line
+
+
+@pytest.mark.parametrize(
+    ("recipe", "flag"),
+    [
+        ("char_lm", "--data.batch_size"),
+        ("char_lm", "--data.seq_len"),
+        ("translation", "--data.batch_size"),
+        ("captioning", "--data.batch_size"),
+    ],  # fmt: skip
+)
+def test_a_negative_size_fails_before_the_trainer_starts(recipe, flag, tmp_path, capsys):
+    config = ROOT / "recipes" / recipe / "tiny.yaml"
+    line = _error_line(capsys, "fit", "--config", config, flag, "-3",
+                       "--trainer.default_root_dir", tmp_path)  # fmt: skip
+    assert flag.removeprefix("--") in line
+    assert not list(tmp_path.iterdir())  # nothing was started, nothing written
+
+
+# --- 5. writes that fail -------------------------------------------------------------------------
+
+
+def test_plot_attention_into_a_read_only_folder_or_with_a_bad_suffix(tmp_path, capsys, monkeypatch):
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    source = ["translate", "--pretrained", "translation-rnnsearch-bible-v1", "--device", "cpu"]
+    for plot, expected in ((tmp_path / "ro" / "a.png", "cannot write"),
+                           (tmp_path / "a.xyz", ".xyz is none")):  # fmt: skip
+        monkeypatch.setattr(sys, "stdin", open(os.devnull))
+        assert expected in _error_line(capsys, *source, "--plot-attention", plot)
+    caption = ["caption", "--pretrained", "captioning-showattendtell-shapes-v1", "--device", "cpu"]
+    line = _error_line(capsys, *caption, "--plot-attention", tmp_path / "ro" / "maps", SHAPE)
+    assert "cannot write" in line
+
+
+def _full_disk(monkeypatch) -> None:
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zoo.files.os, "fsync", no_space)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    ckpt = _char_checkpoint(tmp_path / "r.ckpt")
+    _full_disk(monkeypatch)
+    out = tmp_path / "out"
+    cases = [
+        (["export", "--checkpoint", ckpt, "--name", "char_lm-gru-toy-v1", "--out", out],
+         out / "char_lm-gru-toy-v1.safetensors"),
+        (["diagnose", "gradient-flow", "--out", out, "--steps", "5", "--hidden-size", "8"],
+         out / "gradient_flow.csv"),
+        (["prepare", "shapes", "--out", out / "shapes", "--train", "1", "--val", "1", "--test",
+          "1"], out / "shapes" / "images" / "shapes_000001.png"),
+    ]  # fmt: skip
+    for argv, target in cases:
+        line = _error_line(capsys, *argv)
+        assert str(target) in line and "No space left on device" in line
+        assert not target.exists()
+        assert not [p for p in target.parent.glob(".*.tmp")] if target.parent.exists() else True
+
+
+def test_a_full_disk_during_fit_saves_is_one_line(tmp_path, capsys, monkeypatch):
+    _full_disk(monkeypatch)
+    line = _error_line(capsys, "fit", "--config", TINY, "--trainer.max_steps", "2",
+                       "--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar",
+                       "false", "--trainer.enable_model_summary", "false",
+                       "--trainer.default_root_dir", tmp_path)  # fmt: skip
+    assert ".ckpt" in line and "No space left on device" in line
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_leftovers_of_killed_writes_are_removed_by_the_next_write(tmp_path) -> None:
+    target = tmp_path / "last.ckpt"
+    dead = tmp_path / f".last.ckpt.{zoo.files._HOST}-999999999-0123abcd.tmp"
+    live = tmp_path / f".last.ckpt.{zoo.files._HOST}-{os.getpid()}-0123abcd.tmp"
+    elsewhere = tmp_path / ".last.ckpt.otherhost-999999999-0123abcd.tmp"
+    old = tmp_path / ".last.ckpt.tmp"  # the scheme before, and a download's leftover
+    partial = tmp_path / "last.ckpt.3f2a.partial"
+    for path in (dead, live, elsewhere, old, partial):
+        path.write_text("half")
+    for path in (old, partial):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    zoo.files.write_text(target, "whole")
+    remaining = sorted(p.name for p in tmp_path.iterdir())
+    assert remaining == sorted([target.name, live.name, elsewhere.name])
+
+
+def test_a_download_stops_at_the_expected_size(tmp_path, no_proxy) -> None:
+    server = _Server({"/big.bin": os.urandom(5 << 20)})
+    try:
+        with pytest.raises(UserError, match="more than the expected 100,000 bytes"):
+            with zoo.files.verified_download(f"{server.url}/big.bin", tmp_path / "f.bin",
+                                             size=100_000, progress=False):  # fmt: skip
+                pass
+    finally:
+        server.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- 6 and 7. last.ckpt, Ctrl-C ----------------------------------------------------------------
+
+
+def test_last_ckpt_holds_the_final_weights_after_max_time(tmp_path) -> None:
+    from zoo.cli.zoo_cli import ZooCLI, find_task_class
+
+    args = ["fit", "--config", TINY, "--trainer.max_steps", "-1", "--trainer.max_epochs", "-1",
+            "--trainer.max_time", "00:00:00:04", "--trainer.enable_checkpointing", "true",
+            "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "5",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = ZooCLI(find_task_class(args), args=args)
+    assert cli.trainer.global_step > 5  # stopped by the clock, after several validations
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "char_lm")
+    assert saved["global_step"] == cli.trainer.global_step
+    for name, value in cli.model.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], value), name
+
+
+def _start(*argv: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", *argv], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_sample_streams_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
+    process = _start("sample", "--pretrained", CHAR_MODEL, "--length", "1000000", "--device",
+                     "cpu", "--prime", "ROMEO:", cwd=tmp_path)  # fmt: skip
+    first = process.stdout.read(200)  # text arrives while the rest is still being made
+    assert first.startswith("ROMEO:") and process.poll() is None
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "rnn-zoo: interrupted"
+    assert len(first + out) < 1_000_000
+
+
+def test_fit_saves_a_checkpoint_on_ctrl_c_and_says_where(tmp_path) -> None:
+    process = _start("fit", "--config", TINY, "--trainer.max_steps", "100000",
+                     "--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar",
+                     "false", "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path)  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:  # the first validation's last.ckpt
+        time.sleep(0.5)
+    assert last.exists(), process.stderr.read() if process.poll() is not None else "no last.ckpt"
+    first = read_checkpoint(last, "char_lm")["global_step"]
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0 and f"the weights so far are in {last}" in err
+    assert read_checkpoint(last, "char_lm")["global_step"] > first
