@@ -26,7 +26,7 @@ from zoo.predict.captioning import attention_maps, decode_images
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES_MODEL = "captioning-showattendtell-shapes-v1"
-TUXPAINT_MODEL = "captioning-showattendtell-tuxpaint-v1"
+TUXPAINT_MODELS = ["captioning-showattendtell-tuxpaint-v1", "captioning-showattendtell-tuxpaint-v2"]
 TUXPAINT = ROOT / "data" / "tuxpaint"
 TARGET_BLEU4 = 0.5  # the recipe's target (test/bleu4 50 on the 0-100 scale)
 
@@ -78,11 +78,12 @@ def test_shapes_model_reproduces_its_test_scores(demo):
     _check_manifest_metrics(SHAPES_MODEL, *demo[:2], *demo[3:])
 
 
-def test_tuxpaint_model_reproduces_its_test_scores():
+@pytest.mark.parametrize("name", TUXPAINT_MODELS)
+def test_tuxpaint_model_reproduces_its_test_scores(name):
     if not (TUXPAINT / "annotations" / "captions_test.json").is_file():
         pytest.skip("needs rnn-zoo prepare tuxpaint --out data/tuxpaint (a Debian download)")
-    captioner, images, _, references, ids = _evaluate(TUXPAINT_MODEL, TUXPAINT)
-    _check_manifest_metrics(TUXPAINT_MODEL, captioner, images, references, ids)
+    captioner, images, _, references, ids = _evaluate(name, TUXPAINT)
+    _check_manifest_metrics(name, captioner, images, references, ids)
 
 
 def test_caption_command_with_a_published_model(shapes_test, capsys):

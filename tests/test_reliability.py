@@ -438,10 +438,10 @@ def test_last_ckpt_holds_the_final_weights_after_max_time(tmp_path) -> None:
 
     args = ["fit", "--config", TINY, "--trainer.max_steps", "-1", "--trainer.max_epochs", "-1",
             "--trainer.max_time", "00:00:00:04", "--trainer.enable_checkpointing", "true",
-            "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "5",
+            "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "2",
             "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
     cli = ZooCLI(find_task_class(args), args=args)
-    assert cli.trainer.global_step > 5  # stopped by the clock, after several validations
+    assert cli.trainer.global_step >= 2  # only the clock stops it: no step or epoch limit
     saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "char_lm")
     assert saved["global_step"] == cli.trainer.global_step
     for name, value in cli.model.state_dict().items():

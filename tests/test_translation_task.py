@@ -255,9 +255,10 @@ def test_translate_command_errors(trained, monkeypatch, capsys, tmp_path):
     ckpt = ["--checkpoint", str(trained.checkpoint)]
     line = _error(monkeypatch, capsys, b"s1 s2\ns3 \xff s4\n", *ckpt)
     assert "line 2 is not UTF-8" in line
-    long = " ".join(["s1"] * 200)
-    line = _error(monkeypatch, capsys, f"s1\ns2\n{long}\n".encode(), *ckpt)
-    assert "line 3 has 200 tokens" in line
+    long = " ".join(["s1"] * 200)  # over the length limit: translated in pieces, not an error
+    code, out, err = _translate_cli(monkeypatch, capsys, f"s1\ns2\n{long}\n".encode(), *ckpt)
+    assert code == 0 and len(out.splitlines()) == 3
+    assert "line 3 is over the length limit; translated in 2 pieces" in err
     line = _error(monkeypatch, capsys, b"s1\n", *ckpt, "--n-best", "6", "--beam", "5")
     assert "--n-best" in line
     other = tmp_path / "char.ckpt"

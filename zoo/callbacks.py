@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from zoo.predict.char_lm import generate_text
@@ -83,15 +84,18 @@ class StopAfterEpochs(pl.Callback):
             trainer.should_stop = True
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(Checkpoint):
     """``last.ckpt`` always holds the weights as they are at the end of the run, whatever ended
     it (``max_steps``, ``max_time``, early stopping, Ctrl-C), and is rewritten after every
     validation, so a killed run leaves its latest state; the monitored best is the
     ``ModelCheckpoint``'s (``best.ckpt`` in the recipes). ``rnn-zoo fit`` adds this callback
     whenever checkpointing is on.
 
-    Lightning's own ``save_last`` only rewrites ``last.ckpt`` when a checkpoint is saved, and
-    with a monitored ``ModelCheckpoint`` that is when the score improves.
+    A run that stops mid-epoch is saved from the batch it stops after, as Lightning's own
+    mid-epoch checkpoints are, so ``--ckpt_path last.ckpt`` resumes it exactly. (Lightning's
+    ``save_last`` only rewrites ``last.ckpt`` when a checkpoint is saved: with a monitored
+    ``ModelCheckpoint``, when the score improves.) A ``Checkpoint``, so that Lightning runs it
+    after the callbacks that decide to stop (``Timer``, ``EarlyStopping``).
 
     Args:
         dirpath: folder of ``last.ckpt``; default: the ``ModelCheckpoint``'s, else
@@ -101,19 +105,26 @@ class LastCheckpoint(pl.Callback):
 
     def __init__(self, dirpath: str | None = None, filename: str = "last") -> None:
         self.dirpath, self.filename = dirpath, filename
-        self.saved: str | None = None
+        self.saved_step: int | None = None
 
     def path(self, trainer: pl.Trainer) -> Path:
-        folder = self.dirpath or getattr(trainer.checkpoint_callback, "dirpath", None)
+        others = [cb for cb in trainer.checkpoint_callbacks if cb is not self]
+        folder = self.dirpath or (getattr(others[0], "dirpath", None) if others else None)
         folder = folder or Path(trainer.default_root_dir) / "checkpoints"
         return Path(folder) / f"{self.filename}.ckpt"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        steps_done = 0 < trainer.max_steps <= trainer.global_step
+        if steps_done or trainer.should_stop:  # the last batch: saved before the epoch closes
+            self._save(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        if self.saved_step != trainer.global_step:
+            self._save(trainer)
         rank_zero_info(f"last.ckpt: the final weights are in {self.path(trainer)}")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
@@ -126,6 +137,21 @@ class LastCheckpoint(pl.Callback):
         print(f"\nrnn-zoo: interrupted; the weights so far are in {path}", file=sys.stderr)
 
     def _save(self, trainer: pl.Trainer) -> None:
-        path = self.path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
-        self.saved = str(path)
+        trainer.save_checkpoint(self.path(trainer), weights_only=False)  # all, to resume from
+        self.saved_step = trainer.global_step
+
+
+class RunRecipe(pl.Callback):
+    """Every checkpoint carries the run's resolved recipe (``checkpoint["rnn_zoo_recipe"]``, the
+    YAML ``--print_config`` shows), so ``rnn-zoo fit --ckpt_path X.ckpt`` resumes without
+    ``--config``. ``rnn-zoo fit|validate|test`` add it.
+
+    Args:
+        recipe: the resolved configuration, as YAML.
+    """
+
+    def __init__(self, recipe: str) -> None:
+        self.recipe = recipe
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["rnn_zoo_recipe"] = self.recipe

@@ -8,8 +8,10 @@ takes a path or a bundled recipe's name (``char_lm/demo``; ``rnn-zoo recipes`` l
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
+from zoo.errors import UserError
 from zoo.files import shipped
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -52,9 +54,54 @@ def main(argv: list[str]) -> int:
         return 0
     from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
-    argv = resolve_configs(argv)
-    ZooCLI(find_task_class(argv), args=argv)
+    argv = with_saved_recipe(resolve_configs(argv))
+    argv, init_from = take_option(argv, "--init_from")
+    task = find_task_class(argv)
+    cli = ZooCLI(task, args=argv if init_from is None else argv[1:], run=init_from is None)
+    if init_from is not None:  # fine-tuning: the weights only, a fresh optimizer and schedule
+        from zoo.tasks.common import load_weights
+
+        if command != "fit":
+            raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
+        load_weights(cli.model, init_from)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return 0
+
+
+def take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """``argv`` without ``name VALUE`` (or ``name=VALUE``), and the value."""
+    out, value, skip = [], None, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == name and i + 1 < len(argv):
+            value, skip = argv[i + 1], True
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+    return out, value
+
+
+def with_saved_recipe(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config <the checkpoint's recipe>`` when it names a ``--ckpt_path`` (or
+    ``--init_from``) but no recipe: a checkpoint carries the run it belongs to, and the command
+    line's other options still apply on top of it."""
+    if any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
+        return argv
+    _, path = take_option(argv, "--ckpt_path")
+    path = path or take_option(argv, "--init_from")[1]
+    if path is None:
+        return argv
+    from zoo.checkpoint import local_checkpoint, read_checkpoint
+
+    recipe = read_checkpoint(local_checkpoint(path), origin=path).get("rnn_zoo_recipe")
+    if not isinstance(recipe, str):
+        raise UserError(f"{path}: holds no recipe (saved before rnn-zoo 0.2); add --config RECIPE")
+    folder = Path(tempfile.mkdtemp(prefix="rnn-zoo-recipe-"))
+    saved = folder / "recipe.yaml"
+    saved.write_text(recipe, encoding="utf-8")
+    return [argv[0], "--config", str(saved), *argv[1:]]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import select
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -27,32 +30,64 @@ if TYPE_CHECKING:
     from zoo.decoding import DecodeSettings
 
 
-def read_input(stream: BinaryIO) -> list[str]:
-    """UTF-8 lines of ``stream`` without their line ends.
+def decode_line(raw: bytes, number: int, origin: str) -> str:
+    """A UTF-8 line without its line end.
+
+    Raises:
+        UserError: it is not UTF-8, naming it (1-based).
+    """
+    try:
+        return raw.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{origin}: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); "
+            "convert the input, e.g. with iconv -t UTF-8"
+        ) from None
+
+
+def read_windows(
+    stream: BinaryIO, window: int, origin: str = "<stdin>", pause: float = 0.2
+) -> Iterator[list[str]]:
+    """The UTF-8 lines of ``stream`` in windows of at most ``window`` lines, each yielded as soon
+    as it is full, the input ends, or the input pauses for ``pause`` seconds with lines waiting
+    (so a line typed at a terminal, or sent by another program, is answered at once).
 
     Raises:
         UserError: a line that is not UTF-8, naming it.
     """
-    lines = []
-    for number, raw in enumerate(stream.read().split(b"\n"), 1):
-        try:
-            lines.append(raw.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as err:
-            raise UserError(
-                f"<stdin>: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); "
-                "convert the input, e.g. with iconv -t UTF-8"
-            ) from None
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line, it does not start another
-    if lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    return lines
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream: it is all there
+        fd = None
+    buffer, lines, number, ended = b"", [], 0, False
+    while not ended:
+        if fd is None:
+            chunk = stream.read()
+            ready, ended = True, True
+        else:
+            waiting = pause if lines else None
+            ready = bool(select.select([fd], [], [], waiting)[0])
+            chunk = os.read(fd, 1 << 16) if ready else b""
+            ended = ready and not chunk
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        if ended and buffer:  # the last line, without a final newline
+            complete, buffer = [*complete, buffer], b""
+        for raw in complete:
+            number += 1
+            line = decode_line(raw, number, origin)
+            lines.append(line.removeprefix("\ufeff") if number == 1 else line)
+        while len(lines) >= window or (lines and (ended or not ready)):
+            yield lines[:window]
+            lines = lines[window:]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnn-zoo translate",
-        description="Translate stdin to stdout, one line per line, with a translation checkpoint.",
+        description="Translate lines (stdin or --input) to stdout or --output, one line per line. "
+        "Lines are translated as they come: a window of --window lines, or as soon as the input "
+        "pauses, so interactive use answers each line.",
         epilog="With --n-best K every input line gives K lines 'translation<TAB>score', best "
         "first (score: length-normalised log-probability). Defaults for the search come from "
         "the checkpoint's training recipe.",
@@ -60,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     add_model_source(parser, "translation")
     parser.add_argument("--beam", type=int, default=None, help="beam size (1: greedy search)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    parser.add_argument("--window", type=int, default=256, help="lines translated at a time")
+    parser.add_argument("--input", type=Path, help="a UTF-8 text file (default: stdin)")
+    parser.add_argument("--output", type=Path, help="written when complete (default: stdout)")
     parser.add_argument("--n-best", type=int, default=1, help="hypotheses per line (<= beam)")
     parser.add_argument("--length-penalty", type=float, default=None, help="score / len ** A")
     parser.add_argument("--max-len-a", type=float, default=None, help="max len = ceil(a * n) + b")
@@ -73,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="draw the attention matrix of the first non-empty input line",
     )  # fmt: skip
     add_device(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="(no progress bar: lines stream)")
     return parser
 
 
@@ -105,35 +143,57 @@ def _format(hyps: list[tuple[str, float]], n_best: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.window < 1:
+        raise UserError("--window must be at least 1")
+    if args.input is not None and not args.input.is_file():
+        raise UserError(f"{args.input}: no such file for --input")
     plot = args.plot_attention
-    if plot is not None:
-        from zoo.plots import check_figure_path
+    if plot is not None or args.output is not None:  # checked before any work
+        from zoo.plots import check_figure_path, check_folder
 
-        check_figure_path(plot)
+        if plot is not None:
+            check_figure_path(plot)
+        if args.output is not None:
+            check_folder(args.output.parent, "--output")
     translator = load_model(args, "translation")
     if plot is not None and getattr(translator.model, "attention", None) is None:
         origin = args.pretrained or args.checkpoint
         raise UserError(f"{origin}: a {type(translator.model).__name__} has no attention to plot")
     settings = _settings(args, translator.decoding)
-    lines = read_input(sys.stdin.buffer)
-    from tqdm import tqdm
+    source = args.input.open("rb") if args.input else sys.stdin.buffer
+    origin = str(args.input) if args.input else "<stdin>"
+    if args.output is None:
+        _translate(translator, settings, args, source, origin, sys.stdout)
+        return 0
+    from zoo.files import atomic_path
 
-    total = sum(1 for line in lines if line.strip())
-    disable = True if args.quiet else None  # None: only on a terminal
-    with tqdm(total=total, unit="sent", file=sys.stderr, disable=disable) as bar:
+    with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        _translate(translator, settings, args, source, origin, out)
+    return 0
+
+
+def _translate(translator, settings, args, source: BinaryIO, origin: str, out) -> None:
+    """Translate ``source`` window by window, writing (and flushing) each window's lines."""
+    seen, plot = 0, args.plot_attention
+
+    def warn(index: int, pieces: int) -> None:
+        print(f"rnn-zoo: warning: {origin}: line {seen + index + 1} is over the length limit; "
+              f"translated in {pieces} pieces", file=sys.stderr)  # fmt: skip
+
+    for lines in read_windows(source, args.window, origin):
         try:
             results = translator.search(
-                lines, progress=bar.update, batch_size=args.batch_size, **settings.to_dict()
+                lines, batch_size=args.batch_size, on_split=warn, **settings.to_dict()
             )
         except ValueError as err:
-            raise UserError(f"<stdin>: {err}") from None
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if plot is not None and first is not None:  # drawn first: a failure leaves no output
-        target = results[first][0][0] if results[first] else []
-        translator.plot_attention(lines[first], target, plot)
-    detokenize = translator.codec.detokenize
-    texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
-    out = [line for hyps in texts for line in _format(hyps, settings.n_best)]
-    sys.stdout.write("".join(f"{line}\n" for line in out))
-    sys.stdout.flush()
-    return 0
+            raise UserError(f"{origin}: {err}") from None
+        first = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if plot is not None and first is not None:  # drawn first: a failure leaves no output
+            target = results[first][0][0] if results[first] else []
+            translator.plot_attention(lines[first], target, plot)
+            plot = None
+        detokenize = translator.codec.detokenize
+        texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
+        out.write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
+        out.flush()
+        seen += len(lines)

@@ -15,7 +15,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
-from zoo.callbacks import LastCheckpoint
+from zoo.callbacks import LastCheckpoint, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.errors import UserError
 from zoo.files import atomic_path
@@ -171,8 +171,12 @@ class ZooCLI(LightningCLI):
         listed = list(config.get("callbacks") or []) + list(callbacks)
         if wanted and not any(isinstance(cb, ProgressBar) for cb in listed):
             callbacks = [*callbacks, RichProgressBar()]
+        config_now = self.config.get(str(self.subcommand), self.config)  # run=False: no subcommand
+        recipe = self._parser(self.subcommand).dump(config_now, skip_none=False)
+        callbacks = [*callbacks, RunRecipe(recipe)]  # checkpoints carry their run
         # last.ckpt: the final weights, whatever ends the run (zoo.callbacks.LastCheckpoint).
-        saving = config.get("enable_checkpointing") is not False and self.subcommand == "fit"
+        fitting = self.subcommand in ("fit", None)  # None: built to fit (--init_from)
+        saving = config.get("enable_checkpointing") is not False and fitting
         if saving and not any(isinstance(cb, LastCheckpoint) for cb in listed):
             callbacks = [*callbacks, LastCheckpoint()]
         if not config.get("plugins"):

@@ -3,6 +3,7 @@ attention behind a translation (forced alignment)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -67,20 +68,63 @@ def encode_lines(codec: Codec, lines: Sequence[str]) -> list[np.ndarray]:
     Raises:
         ValueError: a line is over the length limit, naming the line (1-based in ``lines``).
     """
+    return encode_or_split(codec, lines, split=False)[0]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def split_long(codec: Codec, line: str) -> list[str]:
+    """A line too long for the model as pieces that each fit: its sentences (at ``. ! ? ; :``),
+    then halves by words. A single word over the limit stays whole (and fails)."""
+    try:
+        codec.encode_source([line])
+        return [line]
+    except ValueError:
+        pass
+    parts = [part for part in _SENTENCE_END.split(line) if part.strip()]
+    if len(parts) == 1:
+        words = line.split()
+        if len(words) < 2:
+            return [line]
+        parts = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
+    return [piece for part in parts for piece in split_long(codec, part)]
+
+
+def encode_or_split(
+    codec: Codec,
+    lines: Sequence[str],
+    split: bool = True,
+    on_split: Callable[[int, int], Any] | None = None,
+) -> tuple[list[np.ndarray], list[int]]:
+    """Source rows, and for each the index of the line it belongs to: a line over the length
+    limit becomes several rows (:func:`split_long`; ``on_split(line index, pieces)`` is told),
+    or, without ``split``, a ValueError naming it (1-based)."""
     rows: list[np.ndarray] = []
+    owners: list[int] = []
     for start in range(0, len(lines), ENCODE_CHUNK):
         chunk = list(lines[start : start + ENCODE_CHUNK])
         try:
+            encoded = [(start + k, line) for k, line in enumerate(chunk)]
             src, lengths = codec.encode_source(chunk)
-        except ValueError:  # find the line, and name it by its number in the whole input
-            for offset, line in enumerate(chunk, start + 1):
+        except ValueError:  # find the line(s), and name them by their number in the input
+            encoded = []
+            for index, line in enumerate(chunk, start):
                 try:
                     codec.encode_source([line])
+                    encoded.append((index, line))
                 except ValueError as err:
-                    raise ValueError(f"line {offset}" + str(err).removeprefix("line 1")) from None
-            raise
+                    if not split:
+                        message = f"line {index + 1}" + str(err).removeprefix("line 1")
+                        raise ValueError(message) from None
+                    pieces = split_long(codec, line)
+                    if on_split is not None:
+                        on_split(index, len(pieces))
+                    encoded += [(index, piece) for piece in pieces]
+            src, lengths = codec.encode_source([line for _, line in encoded])
         rows.extend(src[i, :n].numpy() for i, n in enumerate(lengths.tolist()))
-    return rows
+        owners.extend(index for index, _ in encoded)
+    return rows, owners
 
 
 def length_batches(index: Sequence[int], lengths: Sequence[int], batch_size: int) -> Iterator:
@@ -100,28 +144,43 @@ def search_lines(
     *,
     batch_size: int = 32,
     progress: Callable[[int], Any] | None = None,
+    split_too_long: bool = True,
+    on_split: Callable[[int, int], Any] | None = None,
     **decoding: Any,
 ) -> list[list[tuple[list[int], float]]]:
     """Up to ``n_best`` ``(target ids, score)`` pairs per line, best first; ``[]`` for an empty
-    line. ``progress(n)`` is called after each batch of ``n`` sentences.
+    line. ``progress(n)`` is called after each batch of ``n`` sentences. A line over the length
+    limit is translated in sentence-sized pieces whose best translations are joined (one
+    hypothesis, scored by the pieces' mean), unless ``split_too_long`` is False.
 
     Raises:
-        ValueError: a line is over the length limit (see :func:`encode_lines`).
+        ValueError: a line over the length limit that cannot be split (or ``split_too_long`` is
+            False), naming it.
     """
     settings = (settings or DecodeSettings()).override(**decoding)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = next(model.parameters()).device
-    rows = encode_lines(codec, lines)
-    results: list[list[tuple[list[int], float]]] = [[] for _ in lines]
-    todo = [i for i, line in enumerate(lines) if line.strip()]
+    rows, owners = encode_or_split(codec, lines, split_too_long, on_split)
+    found: list[list[tuple[list[int], float]]] = [[] for _ in rows]
+    todo = [r for r, owner in enumerate(owners) if lines[owner].strip()]
     for batch in length_batches(todo, [len(r) for r in rows], batch_size):
-        src, src_lengths = pad_rows([rows[i] for i in batch])
+        src, src_lengths = pad_rows([rows[r] for r in batch])
         hyps = decode_batch(model, src.to(device), src_lengths, settings)
-        for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores.tolist()):
-            results[i] = list(zip(tokens, scores))
+        for r, tokens, scores in zip(batch, hyps.tokens, hyps.scores.tolist()):
+            found[r] = list(zip(tokens, scores))
         if progress is not None:
             progress(len(batch))
+    results: list[list[tuple[list[int], float]]] = [[] for _ in lines]
+    pieces: dict[int, list[list[tuple[list[int], float]]]] = {}
+    for r, owner in enumerate(owners):
+        pieces.setdefault(owner, []).append(found[r])
+    for owner, parts in pieces.items():
+        if len(parts) == 1:
+            results[owner] = parts[0]
+        elif all(parts):  # a split line: the pieces' best, joined
+            ids = [token for part in parts for token in part[0][0]]
+            results[owner] = [(ids, sum(part[0][1] for part in parts) / len(parts))]
     return results
 
 

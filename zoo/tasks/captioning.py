@@ -1,6 +1,4 @@
-"""Image captioning: teacher-forced training (+ the doubly stochastic attention penalty), real
-decoding at evaluation and the COCO caption scores (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) against
-every reference caption."""
+"""Image captioning: teacher-forced training, real decoding at evaluation, the COCO scores."""
 
 from __future__ import annotations
 
@@ -27,20 +25,17 @@ from zoo.tasks import common
 ModelFactory = Callable[[int], CaptioningModel]
 
 
-class CaptioningTask(pl.LightningModule):
+class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
     """Trains a :class:`~zoo.models.captioning.CaptioningModel` on captioned pictures.
 
-    Training minimises the teacher-forced cross-entropy per word (padding ignored), plus, for
-    models with attention, ``attention_penalty`` times the doubly stochastic term (Xu et al. 2015,
-    eq. 14). Evaluation decodes every picture once and scores the captions against all its
-    references with the COCO scorers (:func:`zoo.metrics.score_captions`); ``val/loss`` is the
-    teacher-forced NLL of each picture's first caption. Each rank decodes its share; the
-    ``(image id, caption)`` pairs are gathered and scored once, as one corpus, on rank 0 (BLEU and
-    CIDEr-D are corpus statistics), and the scores sent to every rank.
+    Training minimises the teacher-forced cross-entropy per word (padding ignored), plus, with
+    attention, ``attention_penalty`` times the doubly stochastic term (Xu et al. 2015, eq. 14).
+    Evaluation decodes every picture and scores the captions against all its references with
+    the COCO scorers (:func:`zoo.metrics.score_captions`), once, on rank 0, over every rank's
+    captions gathered (BLEU and CIDEr-D are corpus statistics).
 
-    Logged: ``train/loss`` (and ``train/attention_penalty``); ``val/`` and ``test/`` ``loss``,
-    ``bleu1`` .. ``bleu4``, ``meteor`` (where Java runs), ``rouge_l``, ``cider`` (x100, as papers
-    report them); with W&B, a table of ``examples`` pictures and their captions (and attention).
+    Logged: ``train/loss`` (``train/attention_penalty``); ``val/``, ``test/`` ``loss``, ``bleu1-4``,
+    ``meteor`` (with Java), ``rouge_l``, ``cider`` (x100); with W&B, a table of ``examples``.
 
     Args:
         vocab_size: linked from the data module by the CLI.
@@ -48,11 +43,17 @@ class CaptioningTask(pl.LightningModule):
         optimizer: e.g. ``torch.optim.Adam`` (Xu et al. used RMSProp / Adam).
         attention_penalty: lambda of the doubly stochastic regularisation (theirs is 1).
         beam_size, max_len: the test's search (1: greedy) and longest caption, in words.
-        val_beam_size: beam during validation (default: ``beam_size``).
-        meteor: score METEOR (starts Java, seconds per evaluation; false for tiny runs).
+        val_beam_size: beam during validation (default: ``beam_size``); ``meteor``: score METEOR
+            (starts Java, seconds per evaluation; false for tiny runs).
     """
 
     cli_links = [("data.vocab_size", "vocab_size")]
+    task_name = "captioning"
+
+    @classmethod
+    def init_args(cls, hparams: dict) -> dict:
+        model = common.model_init_args(hparams, CaptioningModel, ("vocab_size",))
+        return {**model, **hparams["decoding"], "attention_penalty": hparams["attention_penalty"]}
 
     def __init__(
         self,

@@ -10,14 +10,14 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.vocab import CharVocab
-from zoo.cores import LSTM, CoreFactory, State, detach_state, state_parts
+from zoo.cores import LSTM, CoreFactory, State, build_core, detach_state, state_parts
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
-from zoo.tasks.common import define_summaries, optimizers
+from zoo.tasks.common import FromCheckpoint, define_summaries, optimizers
 
 
-class CharLanguageModel(pl.LightningModule):
+class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     """Trains :class:`~zoo.models.CharRNN` with truncated BPTT (Williams & Peng 1990).
 
     Batches are consecutive windows of ``B`` parallel streams (see
@@ -40,6 +40,13 @@ class CharLanguageModel(pl.LightningModule):
 
     #: The CLI feeds the data module's vocabulary size into ``vocab_size``.
     cli_links = [("data.vocab_size", "vocab_size")]
+    task_name = "char_lm"
+
+    @classmethod
+    def init_args(cls, hparams: dict) -> dict:
+        config = dict(hparams["model"])
+        core = config.pop("core")
+        return {**config, "core": lambda size: build_core(core, size)}
 
     def __init__(
         self,

@@ -11,7 +11,10 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.loggers import WandbLogger
 
-from zoo.errors import DataError, UserError
+from zoo.checkpoint import read_checkpoint
+from zoo.classpath import resolve_class
+from zoo.errors import CheckpointError, DataError, UserError
+from zoo.files import one_line
 
 
 def trainer_data(module: pl.LightningModule, needs: str, what: str) -> Any:
@@ -141,3 +144,59 @@ def use_feature_cache(trainer: pl.Trainer, datamodule: Any, encoder: Any, stage:
     trainer.strategy.barrier("feature_cache")
     if trainer.local_rank != 0:
         datamodule.use_feature_cache(encoder, stage, device)
+
+
+def task_from_checkpoint(cls: type, path: Any, map_location: Any = None, **overrides: Any) -> Any:
+    """``cls.load_from_checkpoint(path)`` for an rnn-zoo task: the checkpoint is read safely
+    (:func:`zoo.checkpoint.read_checkpoint`), the task rebuilt from what its hyperparameters
+    record (the model's config; optimizer and schedule at their defaults unless ``overrides``
+    give them), its weights and task state loaded."""
+    checkpoint = read_checkpoint(path, cls.task_name, map_location or "cpu")
+    task = cls(**{**cls.init_args(checkpoint["hyper_parameters"]), **overrides})
+    task.load_state_dict(checkpoint["state_dict"])
+    task.on_load_checkpoint(checkpoint)
+    return task
+
+
+def load_weights(task: pl.LightningModule, path: Any) -> None:
+    """The weights of a checkpoint into ``task`` (``--init_from``: fine-tuning starts from them
+    with a fresh optimizer, schedule and step count).
+
+    Raises:
+        CheckpointError: another task's checkpoint, or weights of another shape.
+    """
+    checkpoint = read_checkpoint(path, getattr(type(task), "task_name", None))
+    try:
+        task.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit this model ({one_line(err)})") from None
+    task.on_load_checkpoint({k: v for k, v in checkpoint.items() if k not in TRAINING_STATE})
+
+
+#: What a checkpoint holds of the run's progress rather than of the model (not for --init_from).
+TRAINING_STATE = ("tbptt_state", "rng_state", "optimizer_states", "lr_schedulers", "loops")
+
+
+class FromCheckpoint:
+    """``Task.load_from_checkpoint(path)`` for the rnn-zoo tasks, whose checkpoints record the
+    model's JSON config rather than ``__init__`` arguments (they load with ``weights_only``).
+    A task sets ``task_name`` and ``init_args(hparams)``."""
+
+    task_name: str
+
+    @classmethod
+    def init_args(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any):
+        kwargs.pop("hparams_file", None), kwargs.pop("strict", None)
+        return task_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
+
+
+def model_init_args(hparams: dict[str, Any], base: type, sizes: tuple[str, ...]) -> dict:
+    """The sizes and model factory that rebuild a checkpoint's model (``model_class`` from
+    ``config``): what a sequence task's ``__init__`` takes."""
+    model_class = resolve_class(hparams.get("model_class"), base, "zoo.models.")
+    config = hparams["model"]
+    return {**{k: config[k] for k in sizes}, "model": lambda *_: model_class.from_config(config)}

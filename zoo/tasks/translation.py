@@ -25,14 +25,12 @@ from zoo.tasks import common
 ModelFactory = Callable[[int, int], TranslationModel]
 
 
-class TranslationTask(pl.LightningModule):
+class TranslationTask(common.FromCheckpoint, pl.LightningModule):
     """Trains a :class:`~zoo.models.translation.TranslationModel` on parallel text.
 
     Training minimises the teacher-forced cross-entropy per target token (padding ignored).
-    Evaluation decodes for real, detokenises with the data module and scores corpus BLEU and
-    chrF with sacreBLEU against the original references (``val/ppl`` is teacher-forced). Each
-    rank decodes its own sentences; all ``(index, hypothesis)`` pairs are gathered before
-    scoring, so the scores are the whole split's (corpus BLEU is not a mean of per-rank BLEUs).
+    Evaluation decodes for real and scores sacreBLEU's corpus BLEU and chrF against the original
+    references, over every rank's hypotheses gathered (not a mean of per-rank BLEUs).
 
     Logged: ``train/loss``; ``val/`` and ``test/`` ``loss``, ``ppl``, ``bleu``, ``chrf`` (and
     ``test/bleu_greedy``, ``test/chrf_greedy``); ``val/attention`` images of a few sentences.
@@ -40,8 +38,8 @@ class TranslationTask(pl.LightningModule):
     Args:
         src_vocab_size, tgt_vocab_size: linked from the data module by the CLI.
         model: builds the model from the two sizes (``RNNSearch``, ``partial(Seq2Seq, ...)``).
-        optimizer, lr_scheduler: injected callables; the scheduler steps every
-            ``scheduler_frequency`` ``scheduler_interval`` s (0.5 epoch: Sutskever et al. 2014).
+        optimizer, lr_scheduler: injected; the scheduler steps every ``scheduler_frequency``
+            ``scheduler_interval`` s (0.5 epoch: Sutskever et al. 2014).
         label_smoothing: of the training loss only (perplexity is always the plain NLL).
         beam_size, length_penalty, early_stopping, max_len_a, max_len_b: the test's search
             (:class:`~zoo.decoding.DecodeSettings`); the test also decodes greedily.
@@ -49,10 +47,14 @@ class TranslationTask(pl.LightningModule):
     """
 
     #: The CLI feeds the data module's vocabulary sizes into the model.
-    cli_links = [
-        ("data.num_src_tokens", "src_vocab_size"),
-        ("data.num_tgt_tokens", "tgt_vocab_size"),
-    ]
+    cli_links = [(f"data.num_{side}_tokens", f"{side}_vocab_size") for side in ("src", "tgt")]
+    task_name = "translation"
+
+    @classmethod
+    def init_args(cls, hparams: dict) -> dict:
+        sizes = ("src_vocab_size", "tgt_vocab_size")
+        decoding = {k: v for k, v in hparams["decoding"].items() if k != "n_best"}
+        return {**common.model_init_args(hparams, TranslationModel, sizes), **decoding}
 
     def __init__(
         self,
@@ -94,8 +96,7 @@ class TranslationTask(pl.LightningModule):
         self._hypotheses: dict[str, list[tuple[int, str]]] = {}  # suffix -> (index, text)
         self._signature_shown = False
 
-    def _data(self) -> Any:
-        """The trainer's data module: it detokenises hypotheses and holds the references."""
+    def _data(self) -> Any:  # it detokenises hypotheses and holds the references
         return common.trainer_data(self, "detokenize", "translation needs its parallel text")
 
     def setup(self, stage: str) -> None:

@@ -1,0 +1,90 @@
+"""Checkpoints carry their run: resume from a checkpoint alone, rebuild a task with
+``load_from_checkpoint``, and start a new fit from a checkpoint's weights with ``--init_from``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.checkpoint import read_checkpoint
+from zoo.cli import main
+from zoo.tasks.captioning import CaptioningTask
+from zoo.tasks.char_lm import CharLanguageModel
+from zoo.tasks.translation import TranslationTask
+
+FLAGS = ["--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]  # fmt: skip
+
+
+def _fit(recipe: str, root: Path, *extra: str) -> Path:
+    assert main(["fit", "--config", recipe, *FLAGS, "--trainer.default_root_dir", str(root),
+                 *extra]) == 0  # fmt: skip
+    return root / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def char_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("char")
+    every5 = ["--trainer.val_check_interval", "5"]
+    stopped = _fit("char_lm/tiny", root / "a", "--trainer.max_steps", "10", *every5)
+    assert main(["fit", "--ckpt_path", str(stopped), "--trainer.max_steps", "20"]) == 0  # no recipe
+    whole = _fit("char_lm/tiny", root / "b", "--trainer.max_steps", "20", *every5)
+    return {"resumed": stopped, "whole": whole}
+
+
+def test_a_checkpoint_alone_resumes_its_run_exactly(char_runs) -> None:
+    resumed = read_checkpoint(char_runs["resumed"], "char_lm")
+    whole = read_checkpoint(char_runs["whole"], "char_lm")
+    assert resumed["global_step"] == whole["global_step"] == 20
+    for name, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+    assert "hidden_size: 32" in resumed["rnn_zoo_recipe"]  # the run's resolved recipe
+
+
+def test_a_checkpoint_without_a_recipe_says_what_to_do(tmp_path, capsys) -> None:
+    old = tmp_path / "old.ckpt"
+    checkpoint = read_checkpoint(_fit("char_lm/tiny", tmp_path, "--trainer.max_steps", "2"))
+    del checkpoint["rnn_zoo_recipe"]
+    torch.save(checkpoint, old)
+    assert main(["fit", "--ckpt_path", str(old)]) == 2
+    assert f"{old}: holds no recipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("task", "recipe"),
+    [
+        (CharLanguageModel, "char_lm/tiny"),
+        (TranslationTask, "translation/tiny"),
+        (CaptioningTask, "captioning/tiny"),
+    ],  # fmt: skip
+)
+def test_load_from_checkpoint_rebuilds_every_task(task, recipe, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the tiny recipes' data paths
+    last = _fit(recipe, tmp_path, "--trainer.max_steps", "3")
+    loaded = task.load_from_checkpoint(last)
+    saved = read_checkpoint(last)["state_dict"]
+    assert isinstance(loaded, task) and set(loaded.state_dict()) == set(saved)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_init_from_starts_a_fresh_optimizer(char_runs, tmp_path) -> None:
+    start = read_checkpoint(char_runs["whole"], "char_lm")
+    assert start["global_step"] == 20 and start["optimizer_states"][0]["state"]
+    tuned = _fit(
+        "char_lm/tiny",
+        tmp_path,
+        "--init_from",
+        str(char_runs["whole"]),
+        "--trainer.max_steps",
+        "1",
+        "--model.init_args.optimizer.init_args.lr",
+        "0",
+    )
+    after = read_checkpoint(tuned, "char_lm")
+    assert after["global_step"] == 1  # a new run: its own step count
+    step = after["optimizer_states"][0]["state"][0]["step"]
+    assert float(step) == 1.0  # Adam's state starts again (not 21)
+    for name, value in start["state_dict"].items():  # lr 0: the weights it started from
+        assert torch.equal(after["state_dict"][name], value), name
