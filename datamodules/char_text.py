@@ -125,6 +125,8 @@ class CharTextDataModule(pl.LightningDataModule):
         seq_len: truncated-BPTT window length.
         val_fraction, test_fraction: the last fractions of the corpus, in that order.
         eval_batch_size: streams for validation / test (default: ``batch_size``).
+        predict: a text file for ``rnn-zoo predict`` (default: the test split), read in one
+            stream per process, in order.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class CharTextDataModule(pl.LightningDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         eval_batch_size: int | None = None,
+        predict: str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
@@ -154,6 +157,7 @@ class CharTextDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.eval_batch_size = eval_batch_size or batch_size
+        self.predict = predict
         self._splits: dict[str, Tensor] | None = None
         self._vocab: CharVocab | None = None
 
@@ -211,4 +215,14 @@ class CharTextDataModule(pl.LightningDataModule):
         return self._loader("test", self.eval_batch_size, False)
 
     def predict_dataloader(self) -> StreamLoader:
-        return self._loader("test", self.eval_batch_size, False)
+        """The ``predict`` file in one stream per process, in order (or the test split, laid
+        out as for testing)."""
+        if self.predict is None:
+            return self._loader("test", self.eval_batch_size, False)
+        ids = self.vocab.encode_points(code_points(read_text(self.predict)))
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        try:
+            return StreamLoader(ids, 1, self.seq_len, rank, world, drop_last=False)
+        except DataError as err:
+            raise DataError(f"{self.predict}: {err}") from None

@@ -41,12 +41,7 @@ every image is decoded exactly once over all ranks and no duplicate skews BLEU.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.caption_batches import CaptionDataset, EvalLoader, collate, shard
+from datamodules.coco_files import SplitData, read_coco, read_karpathy, read_split
 from datamodules.feature_cache import (
     FeatureDataset,
     cache_key,
@@ -66,112 +62,16 @@ from datamodules.feature_cache import (
     read_features,
     write_features,
 )
-from datamodules.images import default_transform, load_image, picture_problem
+from datamodules.images import default_transform, load_image
 from datamodules.vocab import Vocab
 from zoo.errors import DataError, UserError
 
 SPLITS = ("train", "val", "test")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 #: Splits each stage reads besides train (which defines the vocabulary).
 _STAGE_SPLITS = {"fit": ("val",), "validate": ("val",), "test": ("test",)}
 #: Splits whose features each stage uses (a feature cache).
 _STAGE_FEATURES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-
-
-def tokenize(caption: str) -> list[str]:
-    """Lower-case words and numbers; punctuation is dropped ("A dog's ball." -> a dog's ball)."""
-    return _WORD.findall(caption.lower())
-
-
-@dataclass
-class SplitData:
-    """One split: its images and their tokenised captions (empty ones already skipped)."""
-
-    image_ids: list[int]
-    paths: dict[int, Path]
-    captions: dict[int, list[str]]  # raw text, for references
-    tokens: dict[int, list[list[str]]]
-    skipped_empty: int = 0
-    skipped_images: int = 0
-
-
-def _read_coco(path: Path, image_dir: Path) -> tuple[list[dict], list[dict]]:
-    from pycocotools.coco import COCO
-
-    if not path.exists():
-        raise DataError(f"{path}: no such annotation file; expected annotations/captions_*.json")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-            coco = COCO(str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a COCO captions JSON file ({err})") from None
-    except (KeyError, TypeError) as err:
-        raise DataError(f"{path}: malformed COCO captions file (missing {err})") from None
-    images = [
-        {"id": img["id"], "path": image_dir / img["file_name"]}
-        for img in coco.dataset.get("images", [])
-    ]
-    anns = [{"image_id": a["image_id"], "caption": a.get("caption")} for a in coco.anns.values()]
-    known = {img["id"] for img in images}
-    for ann in anns:
-        if ann["image_id"] not in known:
-            raise DataError(f"{path}: a caption names image id {ann['image_id']}, not listed")
-    return images, anns
-
-
-def _read_karpathy(path: Path, data_dir: Path, split: str) -> tuple[list[dict], list[dict]]:
-    if not path.exists():
-        raise DataError(f"{path}: no such file; pass Karpathy's dataset_coco.json")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["images"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as err:
-        raise DataError(f"{path}: not a Karpathy split file ({err})") from None
-    wanted = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}[split]
-    images, anns = [], []
-    for entry in entries:
-        if entry.get("split") not in wanted:
-            continue
-        image_id = entry.get("cocoid", entry.get("imgid"))
-        images.append({"id": image_id, "path": data_dir / entry["filepath"] / entry["filename"]})
-        anns += [{"image_id": image_id, "caption": s.get("raw")} for s in entry["sentences"]]
-    return images, anns
-
-
-def read_split(
-    images: list[dict], anns: list[dict], check: str = "exists", skip_bad: bool = False
-) -> SplitData:
-    """Group captions by image, tokenise them and skip (and count) empty ones; check that each
-    captioned picture reads (:func:`picture_problem` with ``check``).
-
-    Raises:
-        DataError: an annotated picture that is missing or unreadable (one line naming it),
-            unless ``skip_bad``: then it is left out and counted in ``skipped_images``.
-    """
-    data = SplitData([img["id"] for img in images], {}, {}, {})
-    for img in images:
-        data.paths[img["id"]] = img["path"]
-        data.captions[img["id"]], data.tokens[img["id"]] = [], []
-    for ann in anns:
-        text = ann["caption"] if isinstance(ann["caption"], str) else ""
-        words = tokenize(text)
-        if not words:
-            data.skipped_empty += 1
-            continue
-        data.captions[ann["image_id"]].append(text.strip())
-        data.tokens[ann["image_id"]].append(words)
-    data.image_ids = [i for i in data.image_ids if data.tokens[i]]  # pictures with a caption
-    bad = set()
-    for image_id in data.image_ids:
-        if problem := picture_problem(data.paths[image_id], check):
-            if not skip_bad:
-                raise DataError(
-                    f"{data.paths[image_id]}: {problem.splitlines()[0]} (image id {image_id}); "
-                    "fix or remove it, or set skip_bad_images to leave such pictures out"
-                )
-            bad.add(image_id)
-    data.image_ids = [i for i in data.image_ids if i not in bad]
-    data.skipped_images = len(bad)
-    return data
 
 
 class CocoCaptionsDataModule(pl.LightningDataModule):
@@ -195,6 +95,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             with an error naming the first.
         feature_cache: folder for the frozen CNN's features (see the module docstring); None
             runs the CNN on every batch.
+        predict: a folder of pictures for ``rnn-zoo predict`` (default: the test split).
     """
 
     def __init__(
@@ -211,6 +112,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         check_images: Literal["exists", "header", "decode"] = "header",
         skip_bad_images: bool = False,
         feature_cache: str | None = None,
+        predict: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -233,10 +135,10 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         if split not in self.splits:
             hp = self.hparams
             if hp.karpathy_split:
-                images, anns = _read_karpathy(Path(hp.karpathy_split), self.data_dir, split)
+                images, anns = read_karpathy(Path(hp.karpathy_split), self.data_dir, split)
             else:
                 path = self.data_dir / "annotations" / f"captions_{split}.json"
-                images, anns = _read_coco(path, self.data_dir / hp.image_dir)
+                images, anns = read_coco(path, self.data_dir / hp.image_dir)
             self.splits[split] = read_split(images, anns, hp.check_images, hp.skip_bad_images)
         return self.splits[split]
 
@@ -342,6 +244,21 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> EvalLoader:
         return self.eval_loader("val")
+
+    def predict_dataloader(self) -> EvalLoader:
+        """The ``predict`` folder's pictures in name order (ids 0, 1, ...), or the test split."""
+        if self.hparams.predict is None:
+            return self.eval_loader("test")
+        folder = Path(self.hparams.predict)
+        paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in PICTURE_SUFFIXES)
+        if not paths:
+            raise DataError(f"{folder}: no pictures ({', '.join(PICTURE_SUFFIXES)}) to caption")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        ids = shard(len(paths), rank, world).tolist()
+        self.predict_paths = paths
+        dataset = CaptionDataset([(i, []) for i in ids], dict(enumerate(paths)), self.transform)
+        return EvalLoader(self._loader(dataset, self.hparams.eval_batch_size, shuffle=False))
 
     def test_dataloader(self) -> EvalLoader:
         return self.eval_loader("test")

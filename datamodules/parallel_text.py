@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from datamodules.pairs import EvalLoader, Ragged, TrainLoader
-from datamodules.text_files import drop_empty, find_file, read_parallel, read_tsv
+from datamodules.text_files import drop_empty, find_file, read_lines, read_parallel, read_tsv
 from datamodules.tokenizers import TextCodec, moses_words, train_sentencepiece
 from datamodules.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from zoo.errors import DataError, UserError
@@ -87,6 +87,8 @@ class ParallelTextDataModule(pl.LightningDataModule):
         download: if ``data_dir`` lacks a split's files, download WMT'14 English-French into it
             first (:func:`datamodules.prepare.wmt14.download_wmt14`; set ``val: newstest2013`` and
             ``test: newstest2014``).
+        predict: source sentences, one a line, for ``rnn-zoo predict`` (default: the test split's
+            sources); each line on exactly one process.
     """
 
     pad_id = PAD
@@ -120,6 +122,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         download: bool = False,
+        predict: str | None = None,
     ) -> None:
         super().__init__()
         _check_positive(
@@ -144,7 +147,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self.lowercase, self.max_len, self.reverse_source = lowercase, max_len, reverse_source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.bucket, self.seed, self.cache_dir = bucket, seed, cache_dir
-        self.download = download
+        self.download, self.predict = download, predict
         self.skipped_empty: dict[str, int] = {}  # pairs with an empty side, per split
         self.dropped_long = 0  # training pairs over max_len
         self._texts: dict[str, _Text] = {}
@@ -355,6 +358,22 @@ class ParallelTextDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> EvalLoader | list:
         """This rank's test batches, laid out like :meth:`val_dataloader`."""
         return self._eval_loader("test")
+
+    def predict_dataloader(self) -> EvalLoader:
+        """The ``predict`` file's sources (or the test split's), laid out as for evaluation;
+        ``Batch.index`` is the line number (0-based)."""
+        if self.predict is None:
+            return self._eval_loader("test")
+        lines = read_lines(self.predict)
+        src = Ragged.from_lists(self.codec.encode(lines, "src"))
+        rank, world_size = self._rank()
+        try:
+            empty = Ragged.from_lists([[] for _ in lines])
+            return EvalLoader(
+                src, empty, self.eval_batch_size, self.reverse_source, rank, world_size
+            )
+        except DataError as err:
+            raise DataError(f"{self.predict}: {err}") from None
 
     # -------------------------------------------------------- translate time
     def encode_source(self, lines: list[str]) -> tuple[Tensor, Tensor]:

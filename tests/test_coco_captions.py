@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from datamodules.caption_batches import Batch, shard
-from datamodules.coco_captions import CocoCaptionsDataModule, tokenize
+from datamodules.coco_captions import CocoCaptionsDataModule
+from datamodules.coco_files import tokenize
 from datamodules.images import load_image
 from datamodules.prepare.shapes import make_shapes
 from datamodules.vocab import BOS, EOS, PAD

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Checkpoint
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
+from zoo.files import write_text
 from zoo.predict.char_lm import generate_text
 
 
@@ -155,3 +158,59 @@ class RunRecipe(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["rnn_zoo_recipe"] = self.recipe
+
+
+class PredictionWriter(BasePredictionWriter):
+    """What ``rnn-zoo predict`` writes, in input order, under DDP too (each rank writes its
+    part, rank 0 merges them in order): a char LM's per-character surprisal
+    (``predictions.tsv``: position, character, bits), a translation model's hypotheses
+    (``predictions.txt``, one line per input line), a captioning model's captions
+    (``predictions.json``, COCO results format ``[{"image_id", "caption"}]``).
+
+    Args:
+        output_dir: folder of the file (default: the trainer's ``default_root_dir``).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = output_dir
+        self.written: Path | None = None
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        rows = _rows(pl_module, predictions)
+        folder = Path(self.output_dir or trainer.default_root_dir)
+        part = folder / f".predictions.rank{trainer.global_rank}.json"
+        write_text(part, json.dumps(rows))
+        trainer.strategy.barrier("predictions")
+        if trainer.is_global_zero:
+            parts = [folder / f".predictions.rank{r}.json" for r in range(trainer.world_size)]
+            merged = [row for path in parts for row in json.loads(path.read_text())]
+            self.written = _write_predictions(folder, pl_module.hparams.get("task"), merged)
+            for path in parts:
+                path.unlink(missing_ok=True)
+            rank_zero_info(f"predictions: {len(merged):,} rows in {self.written}")
+
+
+def _rows(pl_module, predictions) -> list:
+    """JSON-able rows of this rank's predictions: ``[char, bits]`` or ``[index, text]``."""
+    if pl_module.hparams.get("task") == "char_lm":  # (B, T) windows of B contiguous streams
+        bits = torch.cat(predictions, dim=1).cpu()  # (B, N): stream b is the b-th stretch
+        targets = torch.cat(pl_module.predicted_targets, dim=1).cpu()
+        chars = pl_module.vocab.decode(targets.reshape(-1))
+        return [[c, round(b, 4)] for c, b in zip(chars, bits.reshape(-1).tolist())]
+    return [pair for batch in predictions for pair in batch]
+
+
+def _write_predictions(folder: Path, task: str, rows: list) -> Path:
+    if task == "char_lm":
+        path = folder / "predictions.tsv"
+        lines = [f"{i}\t{json.dumps(c)}\t{bits}" for i, (c, bits) in enumerate(rows, 1)]
+        write_text(path, "position\tcharacter\tbits\n" + "".join(f"{line}\n" for line in lines))
+    elif task == "translation":
+        path = folder / "predictions.txt"
+        write_text(path, "".join(f"{text}\n" for _, text in sorted(rows)))
+    else:
+        path = folder / "predictions.json"
+        results = [{"image_id": i, "caption": text} for i, text in sorted(rows)]
+        write_text(path, json.dumps(results, ensure_ascii=False, indent=1) + "\n")
+    return path

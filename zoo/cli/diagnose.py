@@ -2,13 +2,17 @@
 
 For a freshly initialised core and a loss on the last step only, the gradient norm
 ``||dL_T/dh_t||`` is drawn against the distance ``T - t`` for the Elman RNN, the GRU and the
-LSTM (and ``||dC_T/dC_t||`` for the LSTM's cell state); see :mod:`zoo.diagnostics`.
+LSTM (and ``||dC_T/dC_t||`` for the LSTM's cell state); see :mod:`zoo.diagnostics`. With
+``--checkpoint`` or ``--pretrained``, a trained char model's core is measured beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
+
+from zoo.errors import UserError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +26,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    trained = parser.add_mutually_exclusive_group()
+    trained.add_argument("--checkpoint", type=Path, help="also measure a trained char_lm's core")
+    trained.add_argument("--pretrained", metavar="NAME|FILE", help="... or a published one's")
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     return parser
 
 
@@ -30,13 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.diagnostics import default_cores, gradient_flow, table, write_csv
     from zoo.plots import gradient_flow_figure, save_figure
 
+    if args.steps < 2 or args.hidden_size < 1:
+        raise UserError("--steps must be at least 2 and --hidden-size at least 1")
     cores = default_cores(args.hidden_size, seed=args.seed)
+    if args.checkpoint or args.pretrained:  # the trained core beside the fresh ones
+        from zoo.cli.common import load_model
+
+        lm = load_model(args, "char_lm")
+        label = f"{type(lm.model.core).__name__} {lm.model.core.hidden_size} (trained)"
+        cores[label] = copy.deepcopy(lm.model.core)  # measured in float64: a copy
     results = {
         name: gradient_flow(core, args.steps, seed=args.seed) for name, core in cores.items()
     }
     write_csv(results, args.out / "gradient_flow.csv")
     save_figure(gradient_flow_figure(results), args.out / "gradient_flow.png")
-    print("||dL_T/dh_t|| at initialisation (mean over the batch):")
+    print(
+        "||dL_T/dh_t||, mean over the batch (fresh cores at initialisation; a trained one as loaded):"
+    )
     print(table(results))
     print(f"wrote {args.out / 'gradient_flow.png'} and {args.out / 'gradient_flow.csv'}")
     return 0

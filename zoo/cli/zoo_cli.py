@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
-from zoo.callbacks import LastCheckpoint, RunRecipe
+from zoo.callbacks import LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.errors import UserError
 from zoo.files import atomic_path
@@ -91,6 +94,47 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(local, map_location=map_location or "cpu")
 
 
+_NOT_ACCEPTED_NESTED = re.compile(
+    r"Option '([\w.]+)' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'"
+)
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: --trainer\.(\w+)")
+_NOT_ACCEPTED = re.compile(
+    r"class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not (?:accepted|expected)"
+)
+
+
+def misspelt_key(message: str, args: list[str]) -> str | None:
+    """One line for a key that a recipe class does not take: the key, its closest valid
+    spelling and where it came from (the command line or a recipe file); None if the parser's
+    message is about something else."""
+    found = _NOT_ACCEPTED.findall(message) or [
+        (path, key) for key, path in _NOT_ACCEPTED_NESTED.findall(message)
+    ]
+    unknown = _UNRECOGNIZED.search(message)
+    if not found and unknown:  # a trainer flag: --trainer.max_stepz
+        found = [("pytorch_lightning.Trainer", unknown.group(1))]
+    if not found:
+        return None
+    class_path, key = found[-1]  # the innermost class: a core inside a model inside a task
+    try:
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    except (ImportError, AttributeError, ValueError, TypeError):
+        names = []
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(names)}"
+    typed = [
+        a.split("=", 1)[0]
+        for a in args
+        if a.startswith("--") and a.split("=", 1)[0].endswith(f".{key}")
+    ]
+    where = (
+        f"command line {typed[0]}" if typed else ", ".join(map(str, config_paths(args))) or "recipe"
+    )
+    return f"{where}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
+
+
 def user_error_in(err: BaseException) -> UserError | None:
     """The :class:`UserError` an exception was raised from, if any (its cause chain)."""
     seen = set()
@@ -129,7 +173,7 @@ class ZooCLI(LightningCLI):
         except ArgumentError as err:
             configs = ", ".join(str(p) for p in config_paths(args)) or "command line"
             message = " ".join(str(err).split())
-            raise UserError(f"{configs}: {message}") from None
+            raise UserError(misspelt_key(message, args) or f"{configs}: {message}") from None
         except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
             cause = user_error_in(err)
             if cause is None:
@@ -174,6 +218,10 @@ class ZooCLI(LightningCLI):
         config_now = self.config.get(str(self.subcommand), self.config)  # run=False: no subcommand
         recipe = self._parser(self.subcommand).dump(config_now, skip_none=False)
         callbacks = [*callbacks, RunRecipe(recipe)]  # checkpoints carry their run
+        if self.subcommand == "predict" and not any(
+            isinstance(cb, PredictionWriter) for cb in listed
+        ):
+            callbacks = [*callbacks, PredictionWriter()]
         # last.ckpt: the final weights, whatever ends the run (zoo.callbacks.LastCheckpoint).
         fitting = self.subcommand in ("fit", None)  # None: built to fit (--init_from)
         saving = config.get("enable_checkpointing") is not False and fitting

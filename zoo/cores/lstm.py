@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -96,7 +98,7 @@ class LayerNormLSTM(LSTM):
         dropout: float = 0.0,
         bidirectional: bool = False,
         forget_bias: float = 1.0,
-        backend: Backend = "explicit",
+        backend: Literal["explicit"] = "explicit",
         compile: bool = False,
     ) -> None:
         directions = 2 if bidirectional else 1

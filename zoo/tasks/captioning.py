@@ -9,16 +9,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.caption_batches import Batch
-from datamodules.images import load_image
 from zoo.errors import UserError
 from zoo.metrics import score_captions
 from zoo.models.captioning import CaptioningModel, ShowAttendTell, doubly_stochastic_penalty
-from zoo.predict.captioning import attention_overlays, caption_settings, decode_images
+from zoo.predict.captioning import caption_settings, decode_images
 from zoo.tasks import common
 
 #: A recipe's ``model`` (``zoo.models.captioning.ShowAttendTell`` / ``ShowAndTell`` + init_args).
@@ -145,6 +143,13 @@ class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_nll)
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[int, str]]:
+        best = decode_images(self.model, batch.images, self.decoding)
+        return [
+            (i, " ".join(self._data().vocab.decode(c)))
+            for i, c in zip(batch.image_ids.tolist(), best)
+        ]
+
     def _score(self, split: str, by_id: dict[int, list[str]]) -> dict[str, float]:
         """All ranks' captions scored on rank 0 (one Java for METEOR), sent to the others."""
         scores = None
@@ -162,38 +167,9 @@ class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
         values.update({f"{split}/{name}": 100 * value for name, value in scores.items()})
         self.last_captions, self.last_scores = by_id, scores  # to inspect after validate / test
         self._hypotheses = []
-        self._log_examples(split, by_id)
+        common.log_caption_table(self, split, by_id)
         # Every rank holds the same scores: their mean over ranks leaves them as they are.
         self.log_dict(values, prog_bar=True, sync_dist=True)
-
-    def _log_examples(self, split: str, by_id: dict[int, list[str]]) -> None:
-        """A W&B table of a few pictures with their generated and reference captions."""
-        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        if not (loggers and self.examples > 0) or self.global_rank or self.trainer.sanity_checking:
-            return
-        import wandb
-
-        datamodule = self._data()
-        references, paths = datamodule.references(split), datamodule.splits[split].paths
-        examples = list(by_id.items())[: self.examples]  # the same pictures each time
-        rows = [
-            [i, wandb.Image(str(paths[i])), " ".join(words), "\n".join(references[i])]
-            for i, words in examples
-        ]
-        columns = ["image_id", "image", "generated", "references"]
-        if hasattr(self.model, "forward_with_attention"):  # Show, Attend and Tell: overlays
-            columns.append("attention")
-            pictures = [load_image(paths[i]) for i, _ in examples]
-            captions = [words for _, words in examples]
-            figures = attention_overlays(
-                self.model, datamodule.vocab, pictures, captions, datamodule.transform
-            )
-            for row, figure in zip(rows, figures):
-                row.append(wandb.Image(figure))
-        for logger in loggers:
-            logger.log_table(
-                key=f"{split}/captions", columns=columns, data=rows, step=self.global_step
-            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         common.save_data_state(self, checkpoint)  # what a Captioner needs (zoo.predict)

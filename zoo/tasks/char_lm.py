@@ -145,12 +145,14 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         self._log_eval("test", self.test_nll)
 
     def on_predict_epoch_start(self) -> None:
-        self._eval_state = None
+        self._eval_state, self.predicted_targets = None, []
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Bits spent on each character of the predict split: (B, T), the surprisal of the text."""
+        """Bits spent on each next character: (B, T), the text's surprisal (the characters are
+        kept in ``predicted_targets`` for the prediction writer)."""
         x, y = batch
         logits, self._eval_state = self.model(x, self._eval_state)
+        self.predicted_targets.append(y)
         return F.cross_entropy(logits.transpose(1, 2).float(), y, reduction="none") / LN2
 
     def _log_eval(self, split: str, metric: MeanMetric) -> None:

@@ -11,10 +11,14 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.loggers import WandbLogger
 
+from datamodules.images import load_image
 from zoo.checkpoint import read_checkpoint
 from zoo.classpath import resolve_class
 from zoo.errors import CheckpointError, DataError, UserError
 from zoo.files import one_line
+from zoo.plots import figure_to_array
+from zoo.predict.captioning import attention_overlays
+from zoo.predict.translation import alignment_plot
 
 
 def trainer_data(module: pl.LightningModule, needs: str, what: str) -> Any:
@@ -200,3 +204,45 @@ def model_init_args(hparams: dict[str, Any], base: type, sizes: tuple[str, ...])
     model_class = resolve_class(hparams.get("model_class"), base, "zoo.models.")
     config = hparams["model"]
     return {**{k: config[k] for k in sizes}, "model": lambda *_: model_class.from_config(config)}
+
+
+def log_caption_table(task: pl.LightningModule, split: str, by_id: dict[int, list[str]]) -> None:
+    """A W&B table of a few pictures with their generated and reference captions."""
+    loggers = [lg for lg in task.loggers if isinstance(lg, WandbLogger)]
+    if not (loggers and task.examples > 0) or task.global_rank or task.trainer.sanity_checking:
+        return
+    import wandb
+
+    datamodule = task._data()
+    references, paths = datamodule.references(split), datamodule.splits[split].paths
+    examples = list(by_id.items())[: task.examples]  # the same pictures each time
+    rows = [
+        [i, wandb.Image(str(paths[i])), " ".join(words), "\n".join(references[i])]
+        for i, words in examples
+    ]
+    columns = ["image_id", "image", "generated", "references"]
+    if hasattr(task.model, "forward_with_attention"):  # Show, Attend and Tell: overlays
+        columns.append("attention")
+        pictures = [load_image(paths[i]) for i, _ in examples]
+        captions = [words for _, words in examples]
+        figures = attention_overlays(
+            task.model, datamodule.vocab, pictures, captions, datamodule.transform
+        )
+        for row, figure in zip(rows, figures):
+            row.append(wandb.Image(figure))
+    for logger in loggers:
+        logger.log_table(key=f"{split}/captions", columns=columns, data=rows, step=task.global_step)
+
+
+def log_attention(task: pl.LightningModule, batch: Any, best: list[list[int]]) -> None:
+    """Attention matrices of a few sentences, as images, to loggers that take them."""
+    wanted = any(hasattr(lg, "log_image") for lg in task.loggers) and task.attention_examples
+    if not wanted or task.global_rank != 0 or task.trainer.sanity_checking:
+        return
+    n = min(task.attention_examples, len(batch))
+    src, lengths = batch.src[:n], batch.src_lengths[:n]
+    figures = alignment_plot(task.model, task._data(), src, lengths, best[:n]) or []
+    images = [figure_to_array(fig) for fig in figures]
+    captions = [f"sentence {int(i)}" for i in batch.index[:n]]
+    if images:
+        log_images(task, "val/attention", images, captions)

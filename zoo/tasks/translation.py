@@ -17,8 +17,7 @@ from zoo.decoding import DecodeSettings
 from zoo.errors import UserError
 from zoo.metrics import score_corpus
 from zoo.models.translation import RNNSearch, TranslationModel
-from zoo.plots import figure_to_array
-from zoo.predict.translation import alignment_plot, decode_batch
+from zoo.predict.translation import decode_batch
 from zoo.tasks import common
 
 #: A recipe's ``model`` (``zoo.models.RNNSearch`` / ``Seq2Seq`` / ``LuongNMT`` + init_args).
@@ -152,7 +151,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         best = self._eval_step(batch, self.val_nll, {"": self.val_beam_size})
         if batch_idx == self.trainer.num_val_batches[dataloader_idx] // 2:  # middle lengths
-            self._log_attention(batch, best)
+            common.log_attention(self, batch, best)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val", self.val_nll)
@@ -162,6 +161,10 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_nll)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[int, str]]:
+        hyps = decode_batch(self.model, batch.src, batch.src_lengths, self.decoding)
+        return list(zip(batch.index.tolist(), map(self._data().detokenize, hyps.best)))
 
     def _log_eval(self, split: str, metric: MeanMetric) -> None:
         nll = metric.compute()  # mean over every target token of the split, summed over ranks
@@ -182,19 +185,6 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         # Every rank computed the same scores from the same gathered text: the mean over ranks
         # leaves them as they are (and keeps Lightning from warning about unsynced metrics).
         self.log_dict(values, prog_bar=True, sync_dist=True)
-
-    def _log_attention(self, batch: Batch, best: list[list[int]]) -> None:
-        """Attention matrices of a few sentences, as images, to loggers that take them."""
-        wanted = any(hasattr(lg, "log_image") for lg in self.loggers) and self.attention_examples
-        if not wanted or self.global_rank != 0 or self.trainer.sanity_checking:
-            return
-        n = min(self.attention_examples, len(batch))
-        src, lengths = batch.src[:n], batch.src_lengths[:n]
-        figures = alignment_plot(self.model, self._data(), src, lengths, best[:n]) or []
-        images = [figure_to_array(fig) for fig in figures]
-        captions = [f"sentence {int(i)}" for i in batch.index[:n]]
-        if images:
-            common.log_images(self, "val/attention", images, captions)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         common.save_data_state(self, checkpoint)  # what a Translator needs (zoo.predict)

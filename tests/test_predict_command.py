@@ -1,0 +1,68 @@
+"""``rnn-zoo predict`` for every task, from a checkpoint alone: per-character surprisal, the
+hypotheses in input order, COCO-format captions; each equal to what the predictor gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+from zoo.predict import Captioner, CharLM, Translator
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS = ["--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar", "false",
+         "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+         "--trainer.max_steps", "3"]  # fmt: skip
+
+
+def _trained(task: str, root: Path) -> Path:
+    assert main(["fit", "--config", f"{task}/tiny", *FLAGS, "--trainer.default_root_dir",
+                 str(root)]) == 0  # fmt: skip
+    return root / "checkpoints" / "last.ckpt"
+
+
+def _predict(ckpt: Path, data: Path, root: Path) -> None:
+    assert main(["predict", "--ckpt_path", str(ckpt), "--data.predict", str(data),
+                 "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false"]) == 0  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def in_the_repository(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the tiny recipes' data paths are relative to it
+
+
+def test_char_lm_writes_the_surprisal_of_every_character(tmp_path) -> None:
+    ckpt = _trained("char_lm", tmp_path)
+    text = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n"
+    (tmp_path / "hamlet.txt").write_text(text)
+    _predict(ckpt, tmp_path / "hamlet.txt", tmp_path)
+    rows = (tmp_path / "predictions.tsv").read_text().splitlines()
+    assert rows[0] == "position\tcharacter\tbits" and len(rows) == len(text)  # 1 + (n - 1)
+    chars = [json.loads(row.split("\t")[1]) for row in rows[1:]]
+    assert "".join(chars) == text[1:]  # each character after the first, in order
+    bits = [float(row.split("\t")[2]) for row in rows[1:]]
+    expected = CharLM.from_checkpoint(ckpt).evaluate(text, seq_len=32)["bpc"]
+    assert sum(bits) / len(bits) == pytest.approx(expected, abs=1e-3)
+
+
+def test_translation_writes_the_hypotheses_in_input_order(tmp_path) -> None:
+    ckpt = _trained("translation", tmp_path)
+    lines = ["In the beginning God created the heavens and the earth.", "And God said.",
+             "Let there be light.", "And there was light."]  # fmt: skip
+    (tmp_path / "in.en").write_text("\n".join(lines) + "\n")
+    _predict(ckpt, tmp_path / "in.en", tmp_path)
+    written = (tmp_path / "predictions.txt").read_text().split("\n")[:-1]
+    assert written == Translator.from_checkpoint(ckpt).translate(lines)
+
+
+def test_captioning_writes_coco_results(tmp_path) -> None:
+    ckpt = _trained("captioning", tmp_path)
+    pictures = sorted((ROOT / "tests" / "data" / "coco_tiny" / "images").glob("*.png"))[:3]
+    _predict(ckpt, pictures[0].parent, tmp_path)
+    results = json.loads((tmp_path / "predictions.json").read_text())
+    every = sorted(pictures[0].parent.glob("*.png"))
+    assert [r["image_id"] for r in results] == list(range(len(every)))
+    assert [r["caption"] for r in results] == Captioner.from_checkpoint(ckpt).caption(every)
