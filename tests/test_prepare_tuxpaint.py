@@ -15,16 +15,13 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from datamodules.prepare import PrepareError, tuxpaint
+from datamodules.prepare.families import caption_key, family_of, split_of, split_stamps
 from datamodules.prepare.tuxpaint import (
     STAMPS_DIR,
     Stamp,
-    caption_key,
     download_deb,
-    family_of,
     parse_caption,
     prepare_tuxpaint,
-    split_of,
-    split_stamps,
 )
 from zoo.cli import main as cli_main
 

@@ -14,7 +14,7 @@ Output, read by ``pycocotools.coco.COCO`` or ``torchvision.datasets.CocoCaptions
 - One annotation per picture: ``caption`` is the English line, ``caption_fr`` the French one (or
   null); each ``images`` entry keeps the stamp path under ``source``.
 - Split: 80/10/10 by the SHA-1 of a path, with every family of stamps on one side
-  (:func:`split_stamps`): the same thing filled and outlined, upper and lower case, in two sizes
+  (:func:`datamodules.prepare.families.split_stamps`): the same thing filled and outlined, upper and lower case, in two sizes
   or numbered (``frog`` / ``frog-1``), or under the same caption, is one group, split by its
   first path. A stamp alone keeps the split of its own path.
 - A stamp with both ``NAME.png`` and ``NAME.svg`` uses the PNG. SVG-only stamps are converted
@@ -32,7 +32,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import logging
@@ -51,6 +50,7 @@ from typing import IO, Any
 from PIL import Image
 
 from datamodules.prepare import PrepareError
+from datamodules.prepare.families import split_stamps
 from datamodules.prepare.shapes import SPLITS, remove_annotations, save_png, write_coco
 
 PACKAGE = "tuxpaint-stamps-default"
@@ -77,63 +77,6 @@ class Stamp:
     path: str
     caption: str
     caption_fr: str | None
-
-
-def split_of(key: str) -> str:
-    """The split of a group of stamps from the SHA-1 of its key: 80/10/10 train/val/test.
-
-    Args:
-        key: the group's first picture path, relative to the stamps folder, e.g.
-            ``"animals/mammals/koala.png"`` (:func:`split_stamps`).
-    """
-    bucket = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return "train" if bucket < 80 else "val" if bucket < 90 else "test"
-
-
-_VARIANT = re.compile(r"[-_ ]?(filled|outlined|outline)$")
-_NUMBERED = re.compile(r"[-_ ]?\d+[a-z]?$")  # frog-1, fireman200b, fireman240a
-
-
-def family_of(path: str) -> str:
-    """What a stamp is, whatever the variant: its file name without the folder, extension, case,
-    ``_filled`` / ``_outline`` and number or size suffixes (``letters/A_outline.png`` and
-    ``letters/a_filled.png`` are both ``a``; ``fireman200b`` and ``fireman240a`` are
-    ``fireman``; ``frog-1`` is ``frog``)."""
-    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
-    while True:
-        shorter = _NUMBERED.sub("", _VARIANT.sub("", stem))
-        if shorter == stem or not shorter:
-            return stem
-        stem = shorter
-
-
-def caption_key(caption: str) -> str:
-    """A caption as words only, lower case: "The letter A." and "the letter a" are one."""
-    return " ".join(re.findall(r"\w+", caption.lower()))
-
-
-def split_stamps(stamps: Sequence[Stamp]) -> dict[str, str]:
-    """Picture path -> split, with every family (:func:`family_of`) and every caption on one
-    side: stamps that share either are one group, split by the hash of its first path (so a
-    stamp alone keeps the split of its own path). A random split by picture would put the same
-    letter, filled in train and outlined in test, on both sides, and flatter the test scores."""
-    parent = list(range(len(stamps)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, stamp in enumerate(stamps):
-        for key in (f"family {family_of(stamp.path)}", f"caption {caption_key(stamp.caption)}"):
-            j = first.setdefault(key, i)
-            parent[root(i)] = root(j)
-    groups: dict[int, list[str]] = {}
-    for i, stamp in enumerate(stamps):
-        groups.setdefault(root(i), []).append(stamp.path)
-    return {path: split_of(min(paths)) for paths in groups.values() for path in paths}
 
 
 def parse_caption(text: str) -> tuple[str | None, str | None]:
