@@ -286,6 +286,10 @@ def test_an_exported_file_carries_a_digest_of_its_tensors(tmp_path) -> None:
         (["sample", "--pretrained", CHAR_MODEL, "--temperature", "nan"], "--temperature"),
         (["sample", "--pretrained", CHAR_MODEL, "--temperature", "0"], "--temperature"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-p", "1.5"], "--top-p"),
+        (["sample", "--pretrained", CHAR_MODEL, "--temperature", "1e-45"], "--temperature"),
+        (["sample", "--pretrained", CHAR_MODEL, "--seed", "99999999999999999999"], "--seed"),
+        (["demo", "--length", "-3"], "--length"),
+        (["fit", "--config", TINY, "--trainer.max_steps", "-5"], "trainer: `max_steps` must be"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
         (["sample", "--pretrained", CHAR_MODEL, "--device", "tpu9"], "--device 'tpu9'"),
         (["sample", "--pretrained", CHAR_MODEL, "--prime", ""], "--prime"),
@@ -323,12 +327,30 @@ def test_cuda_without_a_gpu_blames_the_device_not_the_checkpoint(capsys) -> None
     assert "no CUDA GPU" in line
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_translate_refuses_a_length_penalty_that_is_not_finite(value, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--length-penalty=nan"], "--length-penalty must be a finite number"),
+        (["--length-penalty=inf"], "--length-penalty must be a finite number"),
+        (["--length-penalty=-inf"], "--length-penalty must be a finite number"),
+        (["--length-penalty=1000"], "--length-penalty must be between -10 and 10"),
+        (["--max-len-a", "0", "--max-len-b", "0"], "every output would be empty"),
+        (["--beam", "0"], "--beam must be between 1 and 1000"),
+    ],  # fmt: skip
+)
+def test_translate_refuses_settings_that_empty_every_output(flags, expected, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
     line = _error_line(capsys, "translate", "--pretrained", "translation-rnnsearch-bible-v1",
-                       f"--length-penalty={value}", "--device", "cpu")  # fmt: skip
-    assert "--length-penalty must be a finite number" in line
+                       *flags, "--device", "cpu")  # fmt: skip
+    assert expected in line
+
+
+def test_help_into_a_closed_pipe_is_quiet() -> None:
+    reader = subprocess.Popen([sys.executable, "-m", "zoo.cli", "--help"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    reader.stdout.close()  # the reader is gone before the usage is printed
+    _, err = reader.communicate(timeout=60)
+    assert b"Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,10 @@ options: -h/--help, --version. Run 'rnn-zoo COMMAND --help' for a command's opti
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        try:
+            print(USAGE)
+        except BrokenPipeError:  # rnn-zoo --help | head: the reader has all it wanted
+            sys.stderr.close()
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
         print(f"rnn-zoo {zoo.__version__}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from zoo.cli import lightning, sample
 from zoo.cli.lightning import RECIPES
+from zoo.errors import UserError
 
 CHECKPOINT = Path("runs/char_lm/demo/checkpoints/last.ckpt")
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prime", default="\n")
     parser.add_argument("--length", type=int, default=600)
     args = parser.parse_args(argv)
+    if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
+        raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
     recipe = ["--config", str(args.recipe)]
     extra = ["--trainer.max_time", args.max_time] if args.max_time else []
     lightning.main(["fit", *recipe, *extra])

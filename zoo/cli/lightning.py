@@ -56,8 +56,13 @@ def main(argv: list[str]) -> int:
 
     argv = with_saved_recipe(resolve_configs(argv))
     argv, init_from = take_option(argv, "--init_from")
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
     task = find_task_class(argv)
-    cli = ZooCLI(task, args=argv if init_from is None else argv[1:], run=init_from is None)
+    try:
+        cli = ZooCLI(task, args=argv if init_from is None else argv[1:], run=init_from is None)
+    except MisconfigurationException as err:  # a trainer setting Lightning refuses
+        raise UserError(f"trainer: {' '.join(str(err).split())}") from None
     if init_from is not None:  # fine-tuning: the weights only, a fresh optimizer and schedule
         from zoo.tasks.common import load_weights
 

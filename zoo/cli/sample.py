@@ -31,6 +31,8 @@ def check(args: argparse.Namespace) -> None:
         check_sampling(args.length, args.temperature, args.top_k, args.top_p, args.greedy)
     except ValueError as err:
         raise UserError(f"--{str(err).replace('_', '-')}") from None
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,8 @@ def _settings(args: argparse.Namespace, defaults: DecodeSettings) -> DecodeSetti
             max_len_a=args.max_len_a, max_len_b=args.max_len_b,
         )  # fmt: skip
     except ValueError as err:  # the dataclass names the setting; the flag is its --spelling
-        raise UserError(f"--{str(err).replace('_', '-')}") from None
+        flag = str(err).replace("beam_size", "beam").replace("_", "-")
+        raise UserError(f"--{flag}") from None
     return settings.override(early_stopping=False) if args.exhaustive else settings
 
 
@@ -190,7 +191,10 @@ def _translate(translator, settings, args, source: BinaryIO, origin: str, out) -
         first = next((i for i, line in enumerate(lines) if line.strip()), None)
         if plot is not None and first is not None:  # drawn first: a failure leaves no output
             target = results[first][0][0] if results[first] else []
-            translator.plot_attention(lines[first], target, plot)
+            try:
+                translator.plot_attention(lines[first], target, plot)
+            except ValueError as err:  # over the length limit: no single alignment to draw
+                raise UserError(f"{origin}: --plot-attention: {err}") from None
             plot = None
         detokenize = translator.codec.detokenize
         texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]

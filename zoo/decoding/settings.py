@@ -55,10 +55,16 @@ class DecodeSettings:
             raise ValueError(f"n_best must be between 1 and beam_size ({self.beam_size})")
         if not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+        if not -10 <= self.length_penalty <= 10:  # beyond, every long hypothesis underflows
+            raise ValueError(
+                f"length_penalty must be between -10 and 10, got {self.length_penalty}"
+            )
         if not (math.isfinite(self.max_len_a) and 0 <= self.max_len_a <= 100):
             raise ValueError(f"max_len_a must be between 0 and 100, got {self.max_len_a}")
         if not 0 <= self.max_len_b <= MAX_TOKENS:
             raise ValueError(f"max_len_b must be between 0 and {MAX_TOKENS}, got {self.max_len_b}")
+        if self.max_len_a == 0 and self.max_len_b == 0:
+            raise ValueError("max_len_a and max_len_b are both 0: every output would be empty")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, **defaults: Any) -> DecodeSettings:

@@ -35,9 +35,9 @@ def check_sampling(
     """
     if not 0 <= length <= MAX_LENGTH:
         raise ValueError(f"length must be between 0 and {MAX_LENGTH:,}, got {length:,}")
-    if not greedy and not (math.isfinite(temperature) and temperature > 0):
+    if not greedy and not (math.isfinite(temperature) and 1e-3 <= temperature <= 1e3):
         raise ValueError(
-            f"temperature must be a number > 0 (or sample greedily), got {temperature}"
+            f"temperature must be between 0.001 and 1000 (or sample greedily), got {temperature}"
         )
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
