@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError
-from zoo.files import fetch, offline, one_line, temp_beside
+from zoo.files import atomic_path, fetch, offline, one_line
 
 REMOTE = ("http://", "https://")
 
@@ -106,12 +106,8 @@ def local_checkpoint(path_or_url: str | Path) -> Path:
         raise CheckpointError(f"{text}: RNN_ZOO_OFFLINE is set, so no checkpoint is downloaded")
     name = hashlib.sha256(text.encode()).hexdigest()[:16] + ".ckpt"
     local = Path(tempfile.gettempdir()) / "rnn-zoo-checkpoints" / name
-    tmp = temp_beside(local)
-    try:
+    with atomic_path(local) as tmp:
         fetch(text, tmp, error=CheckpointError)
-        tmp.replace(local)
-    finally:
-        tmp.unlink(missing_ok=True)
     return local
 
 

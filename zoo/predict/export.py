@@ -9,7 +9,7 @@ from typing import Any
 from zoo.checkpoint import read_checkpoint
 from zoo.errors import CheckpointError, PretrainedError
 from zoo.predict.base import Predictor
-from zoo.published import file_meta, task_of, to_json, write_file
+from zoo.published import file_meta, task_of, write_file
 
 
 def export_checkpoint(
@@ -59,6 +59,3 @@ def export_checkpoint(
     date = datetime.date.today().isoformat()
     to_fill = {"recipe": None, "data": None, "licence": None, "date": date, "metrics": {}}
     return file_meta(name, task, out_path, predictor.model) | to_fill
-
-
-__all__ = ["export_checkpoint", "to_json"]
