@@ -100,7 +100,8 @@ def test_fit_then_sample_from_the_command_line(tmp_path, capsys):
         "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
     ]) == 0  # fmt: skip
     ckpt = next(run.rglob("*.ckpt"))
-    saved = (run / "config.yaml").read_text()  # the resolved config is saved with the run
+    (config,) = run.glob("*/config.yaml")  # the resolved config, saved in the run's own folder
+    saved = config.read_text()
     assert "zoo.tasks.char_lm.CharLanguageModel" in saved and "hidden_size: 32" in saved
     assert main(["sample", "--checkpoint", str(ckpt), "--prime", "ROMEO:", "--length", "40",
                  "--seed", "1"]) == 0  # fmt: skip

@@ -27,6 +27,7 @@ LAYER_MAP: dict[str, str] = {
     "zoo.decoding*": "maths",
     "zoo.metrics": "maths",
     "zoo.plots": "maths",
+    "zoo.runlog": "maths",
     "zoo.schedules": "maths",
     "zoo.diagnostics": "maths",
     "datamodules*": "data",

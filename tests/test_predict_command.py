@@ -4,6 +4,9 @@ hypotheses in input order, COCO-format captions; each equal to what the predicto
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,24 @@ def test_captioning_writes_coco_results(tmp_path) -> None:
     every = sorted(pictures[0].parent.glob("*.png"))
     assert [r["image_id"] for r in results] == list(range(len(every)))
     assert [r["caption"] for r in results] == Captioner.from_checkpoint(ckpt).caption(every)
+
+
+def test_ddp_predict_merges_the_ranks_parts_in_input_order(tmp_path) -> None:
+    """Two processes each translate their share (5 lines: the sampler pads one rank); rank 0
+    writes one file in input order, the same as one process."""
+    ckpt = _trained("translation", tmp_path)
+    lines = ["In the beginning God created the heavens and the earth.", "And God said.",
+             "Let there be light.", "And there was light.", "And God saw the light."]  # fmt: skip
+    (tmp_path / "in.en").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "zoo.cli", "predict", "--ckpt_path", str(ckpt),
+           "--data.predict", str(tmp_path / "in.en"), "--trainer.default_root_dir", str(out),
+           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+           "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    written = (out / "predictions.txt").read_text().split("\n")[:-1]
+    assert written == Translator.from_checkpoint(ckpt).translate(lines)
+    assert not list(out.glob(".predictions.rank*"))  # the ranks' parts are merged away

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,38 @@ class StopAfterEpochs(pl.Callback):
             trainer.should_stop = True
 
 
+_RECURRENT_PARAMETER = re.compile(r"\.(?:weight|bias)_(?:ih|hh)_l(\d+)(_reverse)?$")
+
+
+def layer_of(parameter: str) -> str:
+    """The layer a parameter belongs to: ``core.rnn.weight_hh_l1`` -> ``core.rnn.l1`` (each
+    recurrent layer and direction apart), ``head.weight`` -> ``head``."""
+    match = _RECURRENT_PARAMETER.search(parameter)
+    if match:
+        return f"{parameter[: match.start()]}.l{match.group(1)}{match.group(2) or ''}"
+    return parameter.rsplit(".", 1)[0] if "." in parameter else parameter
+
+
+class GradientNorms(pl.Callback):
+    """The L2 norm of each layer's gradient (``grad_norm/<layer>``) and of all of them
+    (``grad_norm/total``), before clipping, on the steps Lightning logs (every
+    ``log_every_n_steps``): vanishing and exploding gradients as they happen. Other steps
+    compute nothing, so the hot loop has no extra host syncs."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1):
+            return
+        groups: dict[str, list[torch.Tensor]] = {}
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None:
+                groups.setdefault(layer_of(name), []).append(param.grad.detach().float().norm())
+        if not groups:
+            return
+        norms = {f"grad_norm/{k}": torch.stack(v).norm() for k, v in groups.items()}
+        norms["grad_norm/total"] = torch.stack(list(norms.values())).norm()
+        pl_module.log_dict(norms, on_step=True, on_epoch=False)
+
+
 class LastCheckpoint(Checkpoint):
     """``last.ckpt`` always holds the weights as they are at the end of the run, whatever ended
     it (``max_steps``, ``max_time``, early stopping, Ctrl-C), and is rewritten after every
@@ -147,17 +180,21 @@ class LastCheckpoint(Checkpoint):
 class RunRecipe(pl.Callback):
     """Every checkpoint carries the run's resolved recipe (``checkpoint["rnn_zoo_recipe"]``, the
     YAML ``--print_config`` shows), so ``rnn-zoo fit --ckpt_path X.ckpt`` resumes without
-    ``--config``. ``rnn-zoo fit|validate|test`` add it.
+    ``--config``, and the run they belong to (``checkpoint["rnn_zoo_run"]``), so that the
+    resumed fit continues it. ``rnn-zoo fit|validate|test`` add it.
 
     Args:
         recipe: the resolved configuration, as YAML.
+        run: :meth:`zoo.tasks.runs.Run.to_dict`, or None.
     """
 
-    def __init__(self, recipe: str) -> None:
-        self.recipe = recipe
+    def __init__(self, recipe: str, run: dict | None = None) -> None:
+        self.recipe, self.run = recipe, run
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["rnn_zoo_recipe"] = self.recipe
+        if self.run is not None:  # the run a resumed fit continues (zoo.tasks.runs)
+            checkpoint["rnn_zoo_run"] = self.run
 
 
 class PredictionWriter(BasePredictionWriter):

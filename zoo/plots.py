@@ -98,9 +98,12 @@ def check_folder(folder: str | Path, flag: str) -> Path:
     return folder
 
 
-def save_figure(fig, path: str | Path, dpi: int | None = None) -> None:
+def save_figure(
+    fig, path: str | Path, dpi: int | None = None, metadata: Mapping[str, str] | None = None
+) -> None:
     """Write a figure to ``path`` atomically (a temporary file, then a rename); the format comes
-    from the suffix (:data:`FIGURE_SUFFIXES`).
+    from the suffix (:data:`FIGURE_SUFFIXES`); ``metadata`` goes into the file (PNG text
+    chunks, PDF info, SVG metadata).
 
     Raises:
         UserError: an unknown suffix, or a write that fails (one line naming the path).
@@ -110,7 +113,7 @@ def save_figure(fig, path: str | Path, dpi: int | None = None) -> None:
     if f".{fmt}" not in FIGURE_SUFFIXES:
         raise UserError(f"{path}: unknown figure format .{fmt}; use .png, .pdf or .svg")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=dpi)
+        fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=dpi, metadata=metadata)
 
 
 def attention_figure(picture: Any, words: Sequence[str], weights: Tensor | np.ndarray):
@@ -176,5 +179,40 @@ def gradient_flow_figure(results: Mapping[str, Any]):
     ax.set_title("Gradient flow through time at initialisation")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_curves_figure(panels: Mapping[str, Mapping[str, tuple[list, list]]], title: str = ""):
+    """One subplot per panel (:func:`zoo.runlog.panels`), each logged name a line against the
+    training step (a single value, such as a test score, a marker); gradient norms on a log
+    scale, the learning rate too when it spans more than a factor of 10.
+
+    Args:
+        panels: title -> name -> ``(steps, values)``.
+        title: the figure's title (the run's folder).
+    """
+    columns = min(len(panels), 2) or 1
+    rows = math.ceil(len(panels) / columns) or 1
+    fig = new_figure(6.5 * columns, 3.6 * rows, dpi=110)
+    first = None
+    for index, (panel, series) in enumerate(panels.items(), start=1):
+        ax = fig.add_subplot(rows, columns, index, sharex=first)  # one step axis for all
+        first = first or ax
+        for name, (steps, values) in series.items():
+            style = "o" if len(steps) == 1 else "-"
+            ax.plot(steps, values, style, label=name, linewidth=1.2, markersize=4)
+        spread = [v for _, values in series.values() for v in values if v > 0]
+        logscale = panel == "gradient norm" or (
+            panel == "learning rate" and spread and max(spread) > 10 * min(spread)
+        )
+        if logscale and spread:
+            ax.set_yscale("log")
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7 if len(series) > 4 else 8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -31,6 +31,7 @@ COMMANDS = {
     "export": "zoo.cli.export",
     "recipes": "zoo.cli.recipes",
     "demo": "zoo.cli.demo",
+    "plot": "zoo.cli.plot",
 }
 USAGE = """usage: rnn-zoo COMMAND [...]
 
@@ -45,6 +46,7 @@ commands:
   pretrained list | info NAME | download NAME            published weights
   export --checkpoint RUN.ckpt --name NAME              a checkpoint -> safetensors + entry
   demo                                                  train the demo char model, then sample
+  plot RUN_DIR                                          a run's logged curves, as a PNG
 
 options: -h/--help, --version. Run 'rnn-zoo COMMAND --help' for a command's options."""
 

@@ -58,18 +58,24 @@ def main(argv: list[str]) -> int:
     argv, init_from = take_option(argv, "--init_from")
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    from zoo.tasks.runs import finish_wandb
+
     task = find_task_class(argv)
+    failed = True
     try:
         cli = ZooCLI(task, args=argv if init_from is None else argv[1:], run=init_from is None)
+        if init_from is not None:  # fine-tuning: the weights only, a fresh optimizer and schedule
+            from zoo.tasks.common import load_weights
+
+            if command != "fit":
+                raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
+            load_weights(cli.model, init_from)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        failed = False
     except MisconfigurationException as err:  # a trainer setting Lightning refuses
         raise UserError(f"trainer: {' '.join(str(err).split())}") from None
-    if init_from is not None:  # fine-tuning: the weights only, a fresh optimizer and schedule
-        from zoo.tasks.common import load_weights
-
-        if command != "fit":
-            raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
-        load_weights(cli.model, init_from)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        finish_wandb(failed)  # one W&B run per command, even when one process runs several
     return 0
 
 

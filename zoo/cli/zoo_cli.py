@@ -9,7 +9,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import yaml
@@ -21,7 +21,8 @@ from pytorch_lightning.cli import LightningCLI
 from zoo.callbacks import LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.errors import UserError
-from zoo.files import atomic_path
+from zoo.files import atomic_path, shipped
+from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
 
 
 def config_paths(argv: list[str]) -> list[Path]:
@@ -62,19 +63,13 @@ def find_task_class(argv: list[str]) -> Any:
         raise UserError(f"model class_path {class_path!r} cannot be imported") from None
 
 
-def wandb_offline() -> bool:
-    """W&B stays offline (``wandb sync`` uploads later) unless the user asked to go online."""
+def wandb_mode() -> str:
+    """``offline`` (``wandb sync`` uploads later) unless the user asked for ``online`` (an API
+    key, or ``WANDB_MODE=online``) or ``disabled`` (``WANDB_MODE=disabled``: CSV only)."""
     mode = os.environ.get("WANDB_MODE")
     if mode is not None:
-        return mode not in ("online", "run")
-    return not os.environ.get("WANDB_API_KEY")
-
-
-def default_logger() -> dict[str, Any]:
-    return {
-        "class_path": "pytorch_lightning.loggers.WandbLogger",
-        "init_args": {"project": "rnn-zoo", "save_dir": "runs", "offline": wandb_offline()},
-    }
+        return {"run": "online", "dryrun": "offline"}.get(mode, mode)
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -155,7 +150,7 @@ class ZooCLI(LightningCLI):
     """
 
     def __init__(self, task: Any, args: list[str], run: bool = True) -> None:
-        self.task = task
+        self.task, self.args = task, args
         # args may equal sys.argv[1:] (the console script); that is intended.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
@@ -164,7 +159,7 @@ class ZooCLI(LightningCLI):
                 pl.LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
-                trainer_defaults={"logger": default_logger()},
+                save_config_callback=RunConfig,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"exit_on_error": False},
                 args=args,
@@ -179,6 +174,21 @@ class ZooCLI(LightningCLI):
             if cause is None:
                 raise
             raise cause from None
+
+    @property
+    def recipe(self) -> str:
+        """The recipe's name: ``char_lm/demo`` for a bundled one (W&B groups runs by it)."""
+        return recipe_name(config_paths(self.args), shipped("recipes"))
+
+    def _describe_run(self, config: Any, recipe: str) -> Run | None:
+        job = self.subcommand or "fit"
+        if job not in ("fit", "validate", "test"):
+            return None
+        resumed = None
+        path = config.get("ckpt_path")
+        if path is not None and str(path) not in ("last", "best", "hpc", "registry"):
+            resumed = read_checkpoint(local_checkpoint(path), origin=str(path)).get("rnn_zoo_run")
+        return describe_run(yaml.safe_load(recipe), self.recipe, job, resumed)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """``--ckpt_path`` checked before the trainer starts (one line naming the file, for a
@@ -206,6 +216,13 @@ class ZooCLI(LightningCLI):
         return
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--log_model",
+            type=bool | Literal["all"],
+            default=False,
+            help="Upload checkpoints to W&B as artifacts (true: at the end, all: every "
+            "checkpoint); W&B online only",
+        )
         for source, target in getattr(self.task, "cli_links", ()):
             parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
 
@@ -217,7 +234,19 @@ class ZooCLI(LightningCLI):
             callbacks = [*callbacks, RichProgressBar()]
         config_now = self.config.get(str(self.subcommand), self.config)  # run=False: no subcommand
         recipe = self._parser(self.subcommand).dump(config_now, skip_none=False)
-        callbacks = [*callbacks, RunRecipe(recipe)]  # checkpoints carry their run
+        run = self._describe_run(config_now, recipe)
+        if run is None:  # predict: no run record, no W&B run
+            config["logger"] = config.get("logger") or False
+        elif config.get("logger") in (None, True):  # rnn-zoo's: W&B and a CSV file
+            mode = wandb_mode()
+            if mode == "disabled":
+                config["logger"] = run_loggers(run, True)[1:]
+            else:
+                config["logger"] = run_loggers(run, mode == "offline", config_now.get("log_model"))
+        if run is not None and run.job_type == "fit" and config.get("logger"):
+            callbacks = [*callbacks, *monitors(listed)]
+        callbacks = [*callbacks, RunRecipe(recipe, run.to_dict() if run else None)]
+        self.save_config_kwargs = {"overwrite": True, "run": run, "recipe": self.recipe}
         if self.subcommand == "predict" and not any(
             isinstance(cb, PredictionWriter) for cb in listed
         ):

@@ -47,6 +47,8 @@ class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
 
     cli_links = [("data.vocab_size", "vocab_size")]
     task_name = "captioning"
+    #: W&B keeps the best value of each (val/ and test/), not the last (zoo.tasks.runs).
+    summaries = {"loss": "min", "bleu4": "max", "cider": "max", "meteor": "max", "rouge_l": "max"}
 
     @classmethod
     def init_args(cls, hparams: dict) -> dict:
@@ -74,7 +76,9 @@ class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
         self.model = model(vocab_size)
         extra = {"decoding": {"beam_size": beam_size, "max_len": max_len}}
         extra["attention_penalty"] = attention_penalty
-        self.save_hyperparameters(common.model_hparams("captioning", self.model, **extra))
+        self.save_hyperparameters(
+            common.model_hparams("captioning", self.model, **extra), logger=False
+        )
         self.optimizer, self.attention_penalty = optimizer, attention_penalty
         self.meteor, self.examples = meteor, examples
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()

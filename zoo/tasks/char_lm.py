@@ -14,7 +14,7 @@ from zoo.cores import LSTM, CoreFactory, State, build_core, detach_state, state_
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
-from zoo.tasks.common import FromCheckpoint, define_summaries, optimizers
+from zoo.tasks.common import FromCheckpoint, optimizers
 
 
 class CharLanguageModel(FromCheckpoint, pl.LightningModule):
@@ -41,6 +41,8 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     #: The CLI feeds the data module's vocabulary size into ``vocab_size``.
     cli_links = [("data.vocab_size", "vocab_size")]
     task_name = "char_lm"
+    #: W&B keeps the best value of each (val/ and test/), not the last (zoo.tasks.runs).
+    summaries = {"loss": "min", "ppl": "min", "bpc": "min"}
 
     @classmethod
     def init_args(cls, hparams: dict) -> dict:
@@ -62,7 +64,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         super().__init__()
         self.model = CharRNN(vocab_size, core, embedding_dim, dropout, tie_weights)
         # Only JSON-able values go into checkpoints, which load with weights_only=True.
-        self.save_hyperparameters({"task": "char_lm", "model": self.model.config()})
+        self.save_hyperparameters({"task": "char_lm", "model": self.model.config()}, logger=False)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -89,9 +91,6 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
                 "characters; let the CLI link it from the data"
             )
         self.vocab = vocab
-
-    def on_fit_start(self) -> None:
-        define_summaries(self, {"val/loss": "min", "val/ppl": "min", "val/bpc": "min"})
 
     def configure_optimizers(self):
         return optimizers(self, self.optimizer, self.lr_scheduler, self.scheduler_interval)

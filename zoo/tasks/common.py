@@ -4,7 +4,7 @@ carry so that a predictor can be rebuilt from them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -56,12 +56,11 @@ def broadcast_from_zero(value: Any) -> Any:
     return box[0]
 
 
-def define_summaries(module: pl.LightningModule, summaries: Mapping[str, str]) -> None:
-    """W&B run summaries keep the best value (``"min"`` / ``"max"``), not the last."""
+def set_summary(module: pl.LightningModule, key: str, value: Any) -> None:
+    """A value in the W&B run summary (rank 0; other ranks' experiments are dummies)."""
     for logger in module.loggers:
-        if isinstance(logger, WandbLogger):
-            for name, summary in summaries.items():
-                logger.experiment.define_metric(name, summary=summary)
+        if isinstance(logger, WandbLogger) and module.global_rank == 0:
+            logger.experiment.summary[key] = value
 
 
 def optimizers(

@@ -48,6 +48,8 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
     #: The CLI feeds the data module's vocabulary sizes into the model.
     cli_links = [(f"data.num_{side}_tokens", f"{side}_vocab_size") for side in ("src", "tgt")]
     task_name = "translation"
+    #: W&B keeps the best value of each (val/ and test/), not the last (zoo.tasks.runs).
+    summaries = {"loss": "min", "ppl": "min", "bleu": "max", "chrf": "max"}
 
     @classmethod
     def init_args(cls, hparams: dict) -> dict:
@@ -85,7 +87,9 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
             raise UserError(f"model.init_args: {err}") from None
         self.model = model(src_vocab_size, tgt_vocab_size)
         decoding = {"decoding": self.decoding.to_dict()}
-        self.save_hyperparameters(common.model_hparams("translation", self.model, **decoding))
+        self.save_hyperparameters(
+            common.model_hparams("translation", self.model, **decoding), logger=False
+        )
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.scheduler_interval, self.scheduler_frequency = scheduler_interval, scheduler_frequency
         self.label_smoothing = label_smoothing
@@ -105,9 +109,6 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         model, sizes = self.model, (datamodule.num_src_tokens, datamodule.num_tgt_tokens)
         common.check_linked("vocabularies", (model.src_vocab_size, model.tgt_vocab_size), sizes)
         common.check_linked("pad_id", self.model.pad_id, datamodule.pad_id)
-
-    def on_fit_start(self) -> None:
-        common.define_summaries(self, {"val/bleu": "max", "val/chrf": "max", "val/ppl": "min"})
 
     def configure_optimizers(self):
         scheduler = self.scheduler_interval, self.scheduler_frequency
@@ -180,6 +181,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
             values[f"{split}/chrf{suffix}"] = chrf.score
             if not self._signature_shown:
                 self.print(f"sacreBLEU: {signature}")
+                common.set_summary(self, "sacrebleu_signature", signature)
                 self._signature_shown = True
         self._hypotheses = {}
         # Every rank computed the same scores from the same gathered text: the mean over ranks

@@ -1,0 +1,85 @@
+"""A run's logged curves, read back from its folder's ``metrics.csv`` (the CSV logger that
+``rnn-zoo fit`` runs beside W&B, :mod:`zoo.tasks.runs`), grouped into the panels that
+``rnn-zoo plot`` draws: loss, bpc, BLEU / chrF, caption scores, learning rate, gradient norms."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+from zoo.errors import UserError
+
+METRICS_FILE = "metrics.csv"
+
+#: Panel title -> pattern of the logged names it shows, in drawing order.
+PANELS: dict[str, re.Pattern] = {
+    "loss": re.compile(r"^(train|val|test)/loss$"),
+    "bits per character": re.compile(r"^(val|test)/bpc$"),
+    "BLEU / chrF": re.compile(r"^(val|test)/(bleu|chrf)(_\w+)?$"),
+    "caption scores": re.compile(r"^(val|test)/(bleu4|cider|meteor|rouge_l)$"),
+    "learning rate": re.compile(r"^lr-"),
+    "gradient norm": re.compile(r"^grad_norm/"),
+}
+
+Series = tuple[list[int], list[float]]  # steps, values
+
+
+def find_metrics(folder: str | Path) -> Path:
+    """The ``metrics.csv`` of a run folder; given a folder of runs (a recipe's
+    ``default_root_dir``), the latest run's (run folders are named by their start time).
+
+    Raises:
+        UserError: no such folder, or no logged run in it.
+    """
+    folder = Path(folder)
+    if folder.is_file() and folder.name == METRICS_FILE:
+        return folder
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such run folder")
+    if (folder / METRICS_FILE).is_file():
+        return folder / METRICS_FILE
+    runs = sorted(p.parent for p in folder.glob(f"*/{METRICS_FILE}"))
+    if not runs:
+        raise UserError(
+            f"{folder}: no {METRICS_FILE} here or in a run folder below; was the run logged? "
+            "(a recipe with 'logger: false' logs nothing)"
+        )
+    return runs[-1] / METRICS_FILE
+
+
+def read_metrics(path: str | Path) -> dict[str, Series]:
+    """Every logged name's ``(steps, values)``, from a CSV logger's file (blank cells skipped;
+    where a resumed run logged a step again, its value).
+
+    Raises:
+        UserError: the file is not a CSV logger's (no ``step`` column) or a value is not a number.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "step" not in rows[0]:
+        raise UserError(f"{path}: no 'step' column; not a CSV logger's metrics file")
+    points: dict[str, dict[int, float]] = {}
+    for line, row in enumerate(rows, start=2):
+        for name, cell in row.items():
+            if name in ("step", "epoch") or cell in ("", None):
+                continue
+            try:
+                step, value = int(float(row["step"])), float(cell)
+            except ValueError:
+                raise UserError(f"{path}:{line}: {name} = {cell!r} is not a number") from None
+            if math.isfinite(value):  # a resumed run's rows replace those of the same step
+                points.setdefault(name, {})[step] = value
+    return {name: (sorted(p), [p[k] for k in sorted(p)]) for name, p in points.items()}
+
+
+def panels(series: dict[str, Series]) -> dict[str, dict[str, Series]]:
+    """The series grouped by :data:`PANELS`; panels with nothing logged are left out."""
+    out: dict[str, dict[str, Series]] = {}
+    for title, pattern in PANELS.items():
+        chosen = {name: s for name, s in sorted(series.items()) if pattern.search(name)}
+        if chosen:
+            out[title] = chosen
+    return out
