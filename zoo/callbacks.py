@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,40 @@ class GradientNorms(pl.Callback):
         norms = {f"grad_norm/{k}": torch.stack(v).norm() for k, v in groups.items()}
         norms["grad_norm/total"] = torch.stack(list(norms.values())).norm()
         pl_module.log_dict(norms, on_step=True, on_epoch=False)
+
+
+class ElapsedTime(pl.Callback):
+    """Seconds since the fit started, logged with every validation (``time/elapsed_s``), with
+    the validation's ``metric`` kept in :attr:`points`: curves against wall-clock time
+    (``rnn-zoo compare``). :attr:`train_seconds` is the whole fit's.
+
+    Args:
+        metric: the validation value to keep beside the time, e.g. ``val/bpc``.
+    """
+
+    def __init__(self, metric: str = "val/loss") -> None:
+        self.metric = metric
+        self.start: float | None = None
+        self.train_seconds = 0.0
+        self.points: list[tuple[int, float, float]] = []  # (step, seconds, value)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.start is not None:
+            self.train_seconds = time.perf_counter() - self.start
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and self.start is not None:
+            pl_module.log("time/elapsed_s", time.perf_counter() - self.start)
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # the task's scores are in now
+        value = trainer.callback_metrics.get(self.metric)
+        seconds = trainer.callback_metrics.get("time/elapsed_s")
+        if trainer.sanity_checking or value is None or seconds is None:
+            return
+        self.points.append((trainer.global_step, float(seconds), float(value)))
 
 
 class LastCheckpoint(Checkpoint):

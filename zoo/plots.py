@@ -216,3 +216,31 @@ def run_curves_figure(panels: Mapping[str, Mapping[str, tuple[list, list]]], tit
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def compare_figure(curves: Mapping[str, Sequence[tuple[int, float, float]]], metric: str):
+    """Validation ``metric`` against wall-clock seconds (left) and training steps (right), one
+    line per core (``rnn-zoo compare``): who learns fastest for the time, and per update.
+
+    Args:
+        curves: core -> ``(step, seconds, value)`` points of one run, in order.
+        metric: the name on the y axes, e.g. ``val/bpc``.
+    """
+    fig = new_figure(12, 4.5, dpi=110)
+    by_time, by_step = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2, sharey=None)
+    for core, points in curves.items():
+        if not points:
+            continue
+        steps, seconds, values = zip(*points)
+        (line,) = by_time.plot(seconds, values, "-o", markersize=2.5, linewidth=1.3, label=core)
+        by_step.plot(steps, values, "-o", markersize=2.5, linewidth=1.3, color=line.get_color())
+    by_step.sharey(by_time)
+    for ax, label in ((by_time, "wall-clock seconds of training"), (by_step, "training step")):
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    by_time.legend(fontsize=8)
+    by_time.set_title(f"{metric} against time (equal budget)")
+    by_step.set_title(f"{metric} against steps")
+    fig.tight_layout()
+    return fig

@@ -1,12 +1,16 @@
-"""A run's logged curves, read back from its folder's ``metrics.csv`` (the CSV logger that
-``rnn-zoo fit`` runs beside W&B, :mod:`zoo.tasks.runs`), grouped into the panels that
-``rnn-zoo plot`` draws: loss, bpc, BLEU / chrF, caption scores, learning rate, gradient norms."""
+"""Runs read back and summed up: a run's logged curves from its folder's ``metrics.csv`` (the
+CSV logger that ``rnn-zoo fit`` runs beside W&B, :mod:`zoo.tasks.runs`), grouped into the panels
+that ``rnn-zoo plot`` draws (loss, bpc, BLEU / chrF, caption scores, learning rate, gradient
+norms); and the table of an ``rnn-zoo compare`` (one row per core, its seeds averaged)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
+import statistics
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from zoo.errors import UserError
@@ -83,3 +87,68 @@ def panels(series: dict[str, Series]) -> dict[str, dict[str, Series]]:
         if chosen:
             out[title] = chosen
     return out
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One run of ``rnn-zoo compare``: a core, a seed, what it cost and what it reached."""
+
+    core: str
+    seed: int
+    params: int
+    steps: int
+    chars_per_s: float
+    best_val: float
+    test: float
+    seconds: float
+
+
+def compare_rows(runs: list[Trained]) -> list[dict[str, float | str]]:
+    """One row per core, the mean over its seeds (and the seeds' spread of the best val)."""
+    rows = []
+    for core in dict.fromkeys(r.core for r in runs):
+        mine = [r for r in runs if r.core == core]
+        best = [r.best_val for r in mine]
+        rows.append(
+            {
+                "core": core,
+                "seeds": len(mine),
+                "params": mine[0].params,
+                "steps": statistics.mean(r.steps for r in mine),
+                "chars_per_s": statistics.mean(r.chars_per_s for r in mine),
+                "best_val": statistics.mean(best),
+                "spread": max(best) - min(best),
+                "test": statistics.mean(r.test for r in mine),
+                "seconds": statistics.mean(r.seconds for r in mine),
+            }
+        )
+    return rows
+
+
+def compare_markdown(runs: list[Trained], metric: str = "bpc") -> str:
+    """The comparison as a markdown table, best val first."""
+    rows = sorted(compare_rows(runs), key=lambda r: r["best_val"])
+    seeds = max(r["seeds"] for r in rows)
+    spread = f" (range over {seeds} seeds)" if seeds > 1 else ""
+    lines = [
+        f"| core | params | chars/s | steps | best val {metric}{spread} | test {metric} | s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        best = f"{r['best_val']:.3f}" + (f" ± {r['spread'] / 2:.3f}" if seeds > 1 else "")
+        lines.append(
+            f"| {r['core']} | {r['params']:,} | {r['chars_per_s']:,.0f} | {r['steps']:,.0f} "
+            f"| {best} | {r['test']:.3f} | {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compare_csv(runs: list[Trained]) -> str:
+    """Every run (core, seed) as a CSV row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = [f.name for f in fields(Trained)]
+    writer.writerow(names)
+    for run in runs:
+        writer.writerow([getattr(run, name) for name in names])
+    return out.getvalue()

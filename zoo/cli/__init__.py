@@ -32,6 +32,7 @@ COMMANDS = {
     "recipes": "zoo.cli.recipes",
     "demo": "zoo.cli.demo",
     "plot": "zoo.cli.plot",
+    "compare": "zoo.cli.compare",
 }
 USAGE = """usage: rnn-zoo COMMAND [...]
 
@@ -47,6 +48,7 @@ commands:
   export --checkpoint RUN.ckpt --name NAME              a checkpoint -> safetensors + entry
   demo                                                  train the demo char model, then sample
   plot RUN_DIR                                          a run's logged curves, as a PNG
+  compare --config RECIPE --cores RNN GRU LSTM ...      cells side by side, equal time budget
 
 options: -h/--help, --version. Run 'rnn-zoo COMMAND --help' for a command's options."""
 

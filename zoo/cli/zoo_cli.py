@@ -188,7 +188,8 @@ class ZooCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path is not None and str(path) not in ("last", "best", "hpc", "registry"):
             resumed = read_checkpoint(local_checkpoint(path), origin=str(path)).get("rnn_zoo_run")
-        return describe_run(yaml.safe_load(recipe), self.recipe, job, resumed)
+        group = config.get("group")
+        return describe_run(yaml.safe_load(recipe), self.recipe, job, resumed, group)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """``--ckpt_path`` checked before the trainer starts (one line naming the file, for a
@@ -216,6 +217,9 @@ class ZooCLI(LightningCLI):
         return
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--group", type=str | None, default=None, help="W&B group (default: the recipe)"
+        )
         parser.add_argument(
             "--log_model",
             type=bool | Literal["all"],

@@ -113,10 +113,15 @@ def task_name(config: Mapping[str, Any]) -> str:
 
 
 def describe_run(
-    config: Mapping[str, Any], recipe: str, job_type: str, resumed: Mapping[str, Any] | None
+    config: Mapping[str, Any],
+    recipe: str,
+    job_type: str,
+    resumed: Mapping[str, Any] | None = None,
+    group: str | None = None,
 ) -> Run:
     """The run a resolved config starts. A fit resumed from a checkpoint continues the run the
     checkpoint belongs to; validating or testing one starts a new run under its name and group.
+    ``group`` replaces the recipe as the W&B group (``rnn-zoo compare`` groups its runs).
     """
     if resumed and job_type == "fit":
         return Run(**{**resumed, "tags": tuple(resumed.get("tags", ())), "job_type": job_type})
@@ -128,7 +133,7 @@ def describe_run(
         name, recipe = resumed.get("name", name), resumed.get("group", recipe)
     root = (config.get("trainer") or {}).get("default_root_dir") or "."
     run_id = shared_run_id()
-    return Run(run_id, name, recipe, tags, job_type, str(Path(root) / run_id))
+    return Run(run_id, name, group or recipe, tags, job_type, str(Path(root) / run_id))
 
 
 def compact_config(node: Any) -> Any:
