@@ -21,6 +21,7 @@ LAYER_MAP: dict[str, str] = {
     "zoo.files": "base",
     "zoo.classpath": "base",
     "zoo.checkpoint": "base",
+    "zoo.threads": "base",
     "zoo.cores*": "maths",
     "zoo.bptt": "maths",
     "zoo.layers": "maths",

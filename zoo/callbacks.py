@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from zoo.files import write_text
 from zoo.predict.char_lm import generate_text
+from zoo.threads import CoreMeter, threads_for
 
 
 class SampleText(pl.Callback):
@@ -153,6 +154,44 @@ class ElapsedTime(pl.Callback):
         if trainer.sanity_checking or value is None or seconds is None:
             return
         self.points.append((trainer.global_step, float(seconds), float(value)))
+
+
+class FollowFreeCores(pl.Callback):
+    """On the CPU, torch's intra-op threads follow the free cores (:mod:`zoo.threads`),
+    re-checked every ``interval`` seconds of training: when another process takes a core, the
+    run drops a thread and slows down in proportion rather than many times over, and takes the
+    thread back when the core is free again. ``rnn-zoo fit`` adds it unless ``OMP_NUM_THREADS``
+    pins the count. Never more threads than at the start; the start count is restored at the end.
+
+    Args:
+        interval: seconds between checks (each reads ``/proc/stat``; no tensor work).
+    """
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        self.meter: CoreMeter | None = None
+        self.changes: list[tuple[int, int]] = []  # (step, threads)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.meter = CoreMeter() if pl_module.device.type == "cpu" else None
+        self.most = torch.get_num_threads()
+        self.next = time.monotonic() + self.interval
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.meter is None or self.most < 2 or time.monotonic() < self.next:
+            return
+        others = self.meter.others()
+        self.next = time.monotonic() + self.interval
+        if others is None:
+            return
+        wanted = threads_for(len(self.meter.cpus), others, self.most)
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+            self.changes.append((trainer.global_step, wanted))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.meter is not None:
+            torch.set_num_threads(self.most)
 
 
 class LastCheckpoint(Checkpoint):

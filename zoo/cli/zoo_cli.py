@@ -18,7 +18,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
-from zoo.callbacks import LastCheckpoint, PredictionWriter, RunRecipe
+from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.errors import UserError
 from zoo.files import atomic_path, shipped
@@ -70,6 +70,11 @@ def wandb_mode() -> str:
     if mode is not None:
         return {"run": "online", "dryrun": "offline"}.get(mode, mode)
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def fitting_now(subcommand: str | None) -> bool:
+    """``fit``, or a CLI built to fit later (``--init_from``, ``rnn-zoo compare``)."""
+    return subcommand in ("fit", None)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -231,35 +236,50 @@ class ZooCLI(LightningCLI):
             parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
-        # A rich progress bar unless the recipe brings its own or turns bars off.
-        wanted = config.get("enable_progress_bar") is not False
         listed = list(config.get("callbacks") or []) + list(callbacks)
-        if wanted and not any(isinstance(cb, ProgressBar) for cb in listed):
-            callbacks = [*callbacks, RichProgressBar()]
         config_now = self.config.get(str(self.subcommand), self.config)  # run=False: no subcommand
         recipe = self._parser(self.subcommand).dump(config_now, skip_none=False)
         run = self._describe_run(config_now, recipe)
-        if run is None:  # predict: no run record, no W&B run
-            config["logger"] = config.get("logger") or False
-        elif config.get("logger") in (None, True):  # rnn-zoo's: W&B and a CSV file
-            mode = wandb_mode()
-            if mode == "disabled":
-                config["logger"] = run_loggers(run, True)[1:]
-            else:
-                config["logger"] = run_loggers(run, mode == "offline", config_now.get("log_model"))
-        if run is not None and run.job_type == "fit" and config.get("logger"):
-            callbacks = [*callbacks, *monitors(listed)]
-        callbacks = [*callbacks, RunRecipe(recipe, run.to_dict() if run else None)]
+        config["logger"] = self._loggers(config.get("logger"), run, config_now.get("log_model"))
+        added = self._added_callbacks(config, listed, run)
+        callbacks = [*callbacks, *added, RunRecipe(recipe, run.to_dict() if run else None)]
         self.save_config_kwargs = {"overwrite": True, "run": run, "recipe": self.recipe}
-        if self.subcommand == "predict" and not any(
-            isinstance(cb, PredictionWriter) for cb in listed
-        ):
-            callbacks = [*callbacks, PredictionWriter()]
-        # last.ckpt: the final weights, whatever ends the run (zoo.callbacks.LastCheckpoint).
-        fitting = self.subcommand in ("fit", None)  # None: built to fit (--init_from)
-        saving = config.get("enable_checkpointing") is not False and fitting
-        if saving and not any(isinstance(cb, LastCheckpoint) for cb in listed):
-            callbacks = [*callbacks, LastCheckpoint()]
         if not config.get("plugins"):
             config["plugins"] = [SafeCheckpointIO()]
         return super()._instantiate_trainer(config, callbacks)
+
+    @staticmethod
+    def _loggers(logger: Any, run: Run | None, log_model: Any) -> Any:
+        """rnn-zoo's loggers (W&B and a CSV file in the run folder) where the recipe names
+        none; what it names otherwise. No W&B run for predict."""
+        if run is None:
+            return logger or False
+        if logger not in (None, True):
+            return logger
+        mode = wandb_mode()
+        if mode == "disabled":
+            return run_loggers(run, True)[1:]
+        return run_loggers(run, mode == "offline", log_model)
+
+    def _added_callbacks(self, config: dict[str, Any], listed: list, run: Run | None) -> list:
+        """What rnn-zoo adds unless the recipe brings its own: a rich progress bar (unless bars
+        are off); learning rate and gradient norms (a logged fit); threads that follow the free
+        cores (a fit, unless ``OMP_NUM_THREADS`` pins them); the prediction writer (predict);
+        ``last.ckpt``, the final weights whatever ends the run (a fit that checkpoints)."""
+
+        def missing(kind: type) -> bool:
+            return not any(isinstance(cb, kind) for cb in listed)
+
+        fitting = fitting_now(self.subcommand)
+        added: list = []
+        if config.get("enable_progress_bar") is not False and missing(ProgressBar):
+            added.append(RichProgressBar())
+        if run is not None and run.job_type == "fit" and config.get("logger"):
+            added += monitors(listed)
+        if fitting and "OMP_NUM_THREADS" not in os.environ and missing(FollowFreeCores):
+            added.append(FollowFreeCores())
+        if self.subcommand == "predict" and missing(PredictionWriter):
+            added.append(PredictionWriter())
+        if fitting and config.get("enable_checkpointing") is not False and missing(LastCheckpoint):
+            added.append(LastCheckpoint())
+        return added
