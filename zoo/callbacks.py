@@ -8,14 +8,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint
+from pytorch_lightning.callbacks import BasePredictionWriter, Checkpoint, Timer
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
+from zoo.errors import UserError
 from zoo.files import write_text
 from zoo.predict.char_lm import generate_text
+from zoo.schedules import budget_factor
 from zoo.threads import CoreMeter, threads_for
 
 
@@ -192,6 +195,55 @@ class FollowFreeCores(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.meter is not None:
             torch.set_num_threads(self.most)
+
+
+class BudgetSchedule(pl.Callback):
+    """The learning rate follows the run's budget, whichever ends it: ``max_time`` (the share
+    of the time used, as the Timer counts it) or else ``max_steps``. A warm-up, then a decay
+    to ``final`` times the optimizer's rate exactly when the budget runs out
+    (:func:`zoo.schedules.budget_factor`), so a time-boxed run ends on small, careful steps on
+    any machine, fast or slow. Resumes where it was (the base rates are in its state).
+
+    Args:
+        warmup: share of the budget spent warming up.
+        final: multiplier at the end of the budget.
+        shape: ``linear`` or ``cosine``.
+    """
+
+    def __init__(
+        self,
+        warmup: float = 0.02,
+        final: float = 0.0,
+        shape: Literal["linear", "cosine"] = "linear",
+    ) -> None:
+        if not (0 <= warmup < 1 and 0 <= final <= 1):
+            raise ValueError(f"warmup must be in [0, 1) and final in [0, 1], got {warmup}, {final}")
+        self.warmup, self.final, self.shape = warmup, final, shape
+        self.base: list[float] | None = None
+
+    def progress(self, trainer: pl.Trainer) -> float:
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is not None:
+            elapsed = timer.time_elapsed()
+            return elapsed / max(elapsed + remaining, 1e-9)
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.global_step / trainer.max_steps
+        raise UserError("BudgetSchedule needs trainer.max_time or trainer.max_steps")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        groups = [g for opt in trainer.optimizers for g in opt.param_groups]
+        if self.base is None:
+            self.base = [g["lr"] for g in groups]
+        factor = budget_factor(self.progress(trainer), self.warmup, self.final, self.shape)
+        for group, base in zip(groups, self.base):
+            group["lr"] = base * factor
+
+    def state_dict(self) -> dict:
+        return {"base": self.base}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base = state_dict.get("base")
 
 
 class LastCheckpoint(Checkpoint):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -32,3 +34,18 @@ class DecayAfter(LambdaLR):
     def state_dict(self) -> dict:
         # LambdaLR would try to save the bound method; gamma and start rebuild it.
         return {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"}
+
+
+def budget_factor(progress: float, warmup: float = 0.02, final: float = 0.0,
+                  shape: str = "linear") -> float:  # fmt: skip
+    """The learning-rate multiplier at ``progress`` (0 to 1) through a run's budget: a linear
+    warm-up over the first ``warmup`` of it, then a decay to ``final`` at the end, ``linear``
+    (budgeted training decays linearly to zero: Li et al. 2020, "Budgeted Training") or
+    ``cosine`` (Loshchilov & Hutter 2017, without restarts)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return (progress + 1e-3) / (warmup + 1e-3)
+    rest = (progress - warmup) / max(1.0 - warmup, 1e-9)  # 0 -> 1 after the warm-up
+    if shape == "cosine":
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * rest))
+    return final + (1.0 - final) * (1.0 - rest)
