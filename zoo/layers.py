@@ -25,7 +25,7 @@ import torchvision
 from torch import Tensor, nn
 
 from zoo.classpath import resolve_class
-from zoo.cores import RecurrentCore, State, carries_cell, state_parts
+from zoo.cores import RecurrentCore, State, carries_cell, state_from_parts, state_parts
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
@@ -177,7 +177,8 @@ class Bridge(nn.Module):
     """Encoder features ``(B, F)`` -> a decoder's initial state: h_0 = tanh(W_h x), c_0 = W_c x.
 
     tanh keeps h_0 in the range of a recurrent ``h`` (as Bahdanau et al. 2014, A.2.2:
-    s_0 = tanh(W_s ←h_1)); an LSTM's cell state is unbounded, so ``c_0`` is linear.
+    s_0 = tanh(W_s ←h_1)); an LSTM's cell state is unbounded, so ``c_0`` is linear. The decoder
+    core turns ``(h_0, c_0)`` into its state (:meth:`RecurrentCore.state_from_bridge`).
     """
 
     def __init__(self, in_features: int, decoder: RecurrentCore) -> None:
@@ -186,13 +187,14 @@ class Bridge(nn.Module):
         size = decoder.num_layers * decoder.hidden_size
         self.hidden = nn.Linear(in_features, size)
         self.cell = nn.Linear(in_features, size) if carries_cell(decoder) else None
+        self.state_from = type(decoder).state_from_bridge  # the class's, not the module's
 
     def _layers(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], self.num_layers, -1).transpose(0, 1).contiguous()  # (L, B, H)
 
     def forward(self, x: Tensor) -> State:
         h = self._layers(torch.tanh(self.hidden(x)))
-        return h if self.cell is None else (h, self._layers(self.cell(x)))
+        return self.state_from(h, None if self.cell is None else self._layers(self.cell(x)))
 
 
 class FinalStateBridge(nn.Module):
@@ -200,8 +202,9 @@ class FinalStateBridge(nn.Module):
 
     Encoder layer k's final state (both directions concatenated) goes to decoder layer k unchanged
     when the shapes allow it: same number of layers, encoder ``output_size`` equal to the decoder's
-    ``hidden_size``, both LSTMs or neither. Otherwise a :class:`Bridge` maps the final states of
-    all layers (``h``, and ``c`` for an LSTM) to the decoder's.
+    ``hidden_size``, states of the same parts (both LSTMs, both sLSTMs, or both ``h`` only).
+    Otherwise a :class:`Bridge` maps the final states of all layers (``h``, and ``c`` for a core
+    with a cell; :meth:`RecurrentCore.bridge_parts`) to the decoder's.
     """
 
     def __init__(self, encoder: RecurrentCore, decoder: RecurrentCore) -> None:
@@ -210,15 +213,16 @@ class FinalStateBridge(nn.Module):
         fits = (
             encoder.num_layers == decoder.num_layers
             and encoder.output_size == decoder.hidden_size
-            and carries_cell(encoder) == carries_cell(decoder)
+            and encoder.state_names == decoder.state_names
         )
         in_features = (2 if carries_cell(encoder) else 1) * encoder.num_layers * encoder.output_size
         self.project = None if fits else Bridge(in_features, decoder)
+        self.read = type(encoder).bridge_parts
 
     def forward(self, final: State) -> State:
-        parts = _join_directions(final, self.num_layers, self.num_directions)  # (L, B, D * H)
-        if self.project is None:
-            return parts if len(parts) == 2 else parts[0]
+        if self.project is None:  # every part as it is, (L, B, D * H)
+            return state_from_parts(_join_directions(final, self.num_layers, self.num_directions))
+        parts = _join_directions(self.read(final), self.num_layers, self.num_directions)
         x = torch.cat([part.transpose(0, 1).flatten(1) for part in parts], dim=-1)  # (B, F)
         return self.project(x)
 

@@ -12,12 +12,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from zoo.classpath import resolve_class
 
-State = Tensor | tuple[Tensor, Tensor]
+#: ``h``, or a tuple of parts with ``h`` first: ``(h, c)`` for an LSTM, ``(h, c, n, m)`` for sLSTM.
+State = Tensor | tuple[Tensor, ...]
 Backend = Literal["fused", "explicit"]
 
 
 def detach_state(state: State | None) -> State | None:
-    """Cut the autograd graph behind a state (truncated BPTT); works for tensors and LSTM tuples."""
+    """Cut the autograd graph behind a state (truncated BPTT); works for tensors and tuples."""
     if state is None:
         return None
     if isinstance(state, tuple):
@@ -26,13 +27,18 @@ def detach_state(state: State | None) -> State | None:
 
 
 def state_parts(state: State) -> tuple[Tensor, ...]:
-    """A state as a tuple of tensors: ``(h,)``, or ``(h, c)`` for an LSTM."""
+    """A state as a tuple of tensors: ``(h,)``, or ``(h, c)`` for an LSTM (``h`` first)."""
     return state if isinstance(state, tuple) else (state,)
 
 
+def state_from_parts(parts: tuple[Tensor, ...] | list[Tensor]) -> State:
+    """The inverse of :func:`state_parts`: one part is the tensor ``h``, more are a tuple."""
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def carries_cell(core: RecurrentCore) -> bool:
-    """Does the core carry an ``(h, c)`` pair? (LSTM and its variants.)"""
-    return core.torch_class == "LSTM"
+    """Does the core's state hold a cell ``c`` beside ``h``? (LSTM and its variants, sLSTM.)"""
+    return "c" in core.state_names
 
 
 def select_state(state: State, index: Tensor) -> State:
@@ -59,14 +65,17 @@ class RecurrentCore(nn.Module):
             compiled. The first call for each sequence length pays the compilation (seconds).
     """
 
-    #: Name of the ``torch.nn`` class holding the parameters (and running the fused backend).
-    torch_class: str = "RNN"
+    #: Name of the ``torch.nn`` class holding the parameters (and running the fused backend);
+    #: None for cores that build their own parameters (:meth:`_make_module`).
+    torch_class: str | None = "RNN"
     #: Gate blocks stacked in ``weight_ih`` (4 for LSTM, 3 for GRU, 1 for RNN).
     num_gates: int = 1
     #: Backends this core implements.
     backends: tuple[str, ...] = ("fused", "explicit")
     #: Whether :meth:`bptt` implements this cell with backpropagation written out.
     has_bptt: bool = False
+    #: The parts of the state, in order (see :data:`State`).
+    state_names: tuple[str, ...] = ("h",)
 
     def __init__(
         self,
@@ -150,9 +159,21 @@ class RecurrentCore(nn.Module):
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> State:
         """Zero state for ``batch_size`` sequences: ``(L * D, B, H)`` (a pair for LSTM)."""
-        weight = self.rnn.weight_hh_l0
+        weight = next(self.rnn.parameters())
         shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
         return torch.zeros(shape, device=device or weight.device, dtype=dtype or weight.dtype)
+
+    # A bridge (zoo.layers) reads an encoder's state and writes a decoder's as (h,) or (h, c):
+    # cores whose state holds more (sLSTM) say how theirs maps to and from that pair.
+    @classmethod
+    def bridge_parts(cls, state: State) -> tuple[Tensor, ...]:
+        """What a bridge reads of a state: ``(h,)``, or ``(h, c)`` for a core with a cell."""
+        return state_parts(state)
+
+    @classmethod
+    def state_from_bridge(cls, h: Tensor, c: Tensor | None = None) -> State:
+        """A state from a bridge's ``h`` (and ``c`` for a core with a cell), each ``(L, B, H)``."""
+        return h if c is None else (h, c)
 
     def forward(
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
@@ -228,8 +249,10 @@ class RecurrentCore(nn.Module):
         if self._compile and self.has_bptt:
             return self.bptt(x_proj, state, w_hh, b_hh, mask)
         outputs = []
-        for t in range(x.shape[1]):
-            new_state = self.cell(x_proj[:, t], state, w_hh, b_hh, index)
+        # unbind, not x_proj[:, t]: each indexing's backward would write a zero (B, T, G*H)
+        # gradient, O(T^2) memory traffic; unbind's backward stacks the T gradients once.
+        for t, x_t in enumerate(x_proj.unbind(1)):
+            new_state = self.cell(x_t, state, w_hh, b_hh, index)
             if mask is not None:  # past a sequence's end the state stays as it was
                 keep = mask[:, t, None]
                 if isinstance(state, tuple):
@@ -246,14 +269,7 @@ class RecurrentCore(nn.Module):
     def _forward_explicit(
         self, x: Tensor, state: State, lengths: Tensor | None
     ) -> tuple[Tensor, State]:
-        batch, steps = x.shape[:2]
-        mask = reverse_index = None
-        if lengths is not None:
-            lengths = lengths.to(x.device)
-            positions = torch.arange(steps, device=x.device)
-            mask = positions[None, :] < lengths[:, None]  # (B, T)
-            # The right-to-left pass reads each sequence backwards from its own last step.
-            reverse_index = torch.where(mask, lengths[:, None] - 1 - positions, positions)
+        mask, reverse_index = length_mask(lengths, x.shape[1], x.device)
         finals = []
         layer_input = x
         for layer in range(self.num_layers):
@@ -262,10 +278,10 @@ class RecurrentCore(nn.Module):
                 index = layer * self.num_directions + direction
                 inputs = layer_input
                 if direction:
-                    inputs = _reverse_time(layer_input, reverse_index)
+                    inputs = reverse_time(layer_input, reverse_index)
                 output, final = self._run(inputs, self._state_at(state, index), index, mask)
                 if direction:
-                    output = _reverse_time(output, reverse_index)
+                    output = reverse_time(output, reverse_index)
                 outputs.append(output)
                 finals.append(final)
             layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
@@ -276,7 +292,21 @@ class RecurrentCore(nn.Module):
         return layer_input, torch.stack(finals)
 
 
-def _reverse_time(x: Tensor, index: Tensor | None) -> Tensor:
+def length_mask(
+    lengths: Tensor | None, steps: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(B, T)`` bool mask of valid steps and the ``(B, T)`` index that reverses each sequence
+    within its own length (padding stays in place); both None without ``lengths``."""
+    if lengths is None:
+        return None, None
+    lengths = lengths.to(device)
+    positions = torch.arange(steps, device=device)
+    mask = positions[None, :] < lengths[:, None]  # (B, T)
+    # The right-to-left pass reads each sequence backwards from its own last step.
+    return mask, torch.where(mask, lengths[:, None] - 1 - positions, positions)
+
+
+def reverse_time(x: Tensor, index: Tensor | None) -> Tensor:
     """Reverse (B, T, F) along time, each sequence within its own length when ``index`` is given."""
     if index is None:
         return x.flip(1)

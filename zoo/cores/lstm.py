@@ -24,6 +24,7 @@ class LSTM(RecurrentCore):
 
     torch_class = "LSTM"
     num_gates = 4
+    state_names = ("h", "c")
 
     def __init__(
         self,

@@ -10,7 +10,15 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from datamodules.vocab import CharVocab
-from zoo.cores import LSTM, CoreFactory, State, build_core, detach_state, state_parts
+from zoo.cores import (
+    LSTM,
+    CoreFactory,
+    State,
+    build_core,
+    detach_state,
+    state_from_parts,
+    state_parts,
+)
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
@@ -108,8 +116,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     def on_train_start(self) -> None:
         state = self._train_state  # restored from a checkpoint, which loads on the CPU
         if state is not None:
-            parts = tuple(s.to(self.device) for s in state_parts(state))
-            self._train_state = parts if len(parts) == 2 else parts[0]
+            self._train_state = state_from_parts([s.to(self.device) for s in state_parts(state)])
 
     def on_train_epoch_start(self) -> None:
         # Not called when a run resumes mid-epoch: that epoch goes on with the saved state.
@@ -177,6 +184,6 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
             self.vocab = CharVocab(checkpoint["vocab"])
         saved = checkpoint.get("tbptt_state")
         if saved is not None:
-            self._train_state = tuple(saved) if len(saved) == 2 else saved[0]
+            self._train_state = state_from_parts(saved)
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
