@@ -420,8 +420,9 @@ def test_a_full_disk_during_fit_saves_is_one_line(tmp_path, capsys, monkeypatch)
                        "--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar",
                        "false", "--trainer.enable_model_summary", "false",
                        "--trainer.default_root_dir", tmp_path)  # fmt: skip
-    assert ".ckpt" in line and "No space left on device" in line
-    assert not list(tmp_path.rglob("*.ckpt"))
+    # The run's first write is its config.yaml (zoo.tasks.runs.RunConfig), then checkpoints.
+    assert "config.yaml" in line and "No space left on device" in line
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("config.yaml"))
 
 
 def test_leftovers_of_killed_writes_are_removed_by_the_next_write(tmp_path) -> None:
