@@ -121,6 +121,7 @@ def epoch_batches(
     epoch: int,
     bucket: bool = True,
     world_size: int = 1,
+    max_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """All ranks' training batches of one epoch, step-major: batch ``s * world_size + r`` is rank
     ``r``'s ``s``-th. The same for every rank (it depends on seed and epoch only).
@@ -131,24 +132,45 @@ def epoch_batches(
     ``len % world_size`` batches are dropped (like ``DistributedSampler(drop_last=True)``), so every
     rank runs the same number of steps; they differ from epoch to epoch.
 
+    With ``max_tokens``, batches count tokens instead (fairseq's ``--max-tokens``): each batch is
+    as many consecutive pairs as keep ``pairs x longest row`` (rows with ``</s>`` or ``<s>``, so
+    length + 1) within ``max_tokens``; chunks then hold about ``BUCKET_BATCHES`` such batches.
+
     Args:
         lengths: ``(N,)`` source and ``(N,)`` target lengths.
     """
     src_len, tgt_len = lengths
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(src_len))
+    if max_tokens is not None:
+        batch_size = max(1, max_tokens // max(1, int(np.mean(np.maximum(src_len, tgt_len))) + 1))
     if bucket:
         chunks = np.split(
             order, range(batch_size * BUCKET_BATCHES, len(order), batch_size * BUCKET_BATCHES)
         )
         order = np.concatenate([c[np.lexsort((tgt_len[c], src_len[c]))] for c in chunks])
-    batches = np.split(order, range(batch_size, len(order), batch_size))
+    if max_tokens is None:
+        batches = np.split(order, range(batch_size, len(order), batch_size))
+    else:
+        batches = np.split(order, token_cuts(np.maximum(src_len, tgt_len)[order] + 1, max_tokens))
     steps = [
         batches[s * world_size : (s + 1) * world_size] for s in range(len(batches) // world_size)
     ]
     if bucket:
         steps = [steps[s] for s in rng.permutation(len(steps))]
     return [batch for step in steps for batch in step]
+
+
+def token_cuts(rows: np.ndarray, max_tokens: int) -> list[int]:
+    """Where to cut a sequence of row lengths so that every piece keeps
+    ``len(piece) * max(piece) <= max_tokens`` (a row longer than that is a piece alone)."""
+    cuts, start, longest = [], 0, 0
+    for i, length in enumerate(rows.tolist()):
+        longest = max(longest, length)
+        if (i + 1 - start) * longest > max_tokens and i > start:
+            cuts.append(i)
+            start, longest = i, length
+    return cuts
 
 
 def eval_batches(
@@ -201,16 +223,23 @@ class TrainLoader:
         world_size: int = 1,
         epoch: Callable[[], int] | None = None,
         consumed: Callable[[], int] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
-        if -(-len(src) // batch_size) < world_size:
+        self.src, self.tgt, self.batch_size, self.max_tokens = src, tgt, batch_size, max_tokens
+        self.lengths = (np.asarray(src.lengths), np.asarray(tgt.lengths))
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+        if max_tokens is None and -(-len(src) // batch_size) < world_size:
             raise DataError(
                 f"has {len(src)} pairs, too few for {world_size} processes x batch_size {batch_size}"
             )
-        self.src, self.tgt, self.batch_size = src, tgt, batch_size
         self.bucket, self.seed, self.reverse_source = bucket, seed, reverse_source
         self.rank, self.world_size = rank, world_size
         self.epoch, self._epoch_fn, self.consumed = 0, epoch, consumed
         self._start = 0
+        if max_tokens is not None and len(self.batches(0)) < 1:
+            raise DataError(
+                f"has {len(src)} pairs, too few for {world_size} processes x max_tokens {max_tokens}"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -219,13 +248,17 @@ class TrainLoader:
         """This rank's batches (sentence indices) for ``epoch`` (default: the current one)."""
         if epoch is None:
             epoch = self._epoch_fn() if self._epoch_fn else self.epoch
-        lengths = (self.src.lengths, self.tgt.lengths)
-        every = epoch_batches(
-            lengths, self.batch_size, self.seed, epoch, self.bucket, self.world_size
-        )
-        return every[self.rank :: self.world_size]
+        if self._cached is None or self._cached[0] != epoch:
+            every = epoch_batches(
+                self.lengths, self.batch_size, self.seed, epoch, self.bucket, self.world_size,
+                self.max_tokens,
+            )  # fmt: skip
+            self._cached = epoch, every[self.rank :: self.world_size]
+        return self._cached[1]
 
     def __len__(self) -> int:
+        if self.max_tokens is not None:  # the count of token batches differs by epoch
+            return len(self.batches())
         return -(-len(self.src) // self.batch_size) // self.world_size
 
     def __iter__(self) -> Iterator[Batch]:

@@ -2,10 +2,13 @@
 length-bucketed batches of sentence pairs, for Sutskever et al.'s seq2seq and Bahdanau et al.'s
 RNNsearch.
 
-Each split goes through::
+Each split goes, once, through::
 
     files -> aligned UTF-8 lines -> skip pairs with an empty side -> tokens -> ids
-          -> (training only) drop pairs over max_len tokens -> Batch(src, tgt_in, tgt_out, ...)
+          -> (training only) drop pairs over max_len tokens -> token-id store on disk
+
+in ``workers`` processes (:mod:`datamodules.token_store`), and every run and rank then memory-maps
+the store and cuts it into ``Batch(src, tgt_in, tgt_out, ...)``.
 
 How rows and batches are laid out, and sharded under data parallelism (``trainer.global_rank``,
 ``trainer.world_size``), is :mod:`datamodules.pairs`; how sentences become ids and back is
@@ -19,41 +22,22 @@ longer than ``max_len`` are dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from datamodules.pairs import EvalLoader, Ragged, TrainLoader
-from datamodules.text_files import drop_empty, find_file, read_lines, read_parallel, read_tsv
-from datamodules.tokenizers import TextCodec, moses_words, train_sentencepiece
+from datamodules.text_files import find_file, read_lines
+from datamodules.token_store import SplitFiles, StoredSplit, TokenStore, scratch_root
+from datamodules.tokenizers import TextCodec
 from datamodules.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from zoo.errors import DataError, UserError
 
 BUNDLED_BIBLE = Path(__file__).resolve().parent / "data" / "bible-enfr"
 SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class _Text:
-    """One split's aligned, stripped, non-empty lines."""
-
-    src: list[str]
-    tgt: list[str]
-    origin: str  # the file(s), for messages
-
-
-@dataclass
-class _Split:
-    """One split in ids, with its original target lines."""
-
-    src: Ragged
-    tgt: Ragged
-    references: list[str]
 
 
 class ParallelTextDataModule(pl.LightningDataModule):
@@ -78,12 +62,19 @@ class ParallelTextDataModule(pl.LightningDataModule):
         lowercase: lowercase both sides before tokenising.
         max_len: drop training pairs with more tokens on either side (RNNsearch-50).
         reverse_source: reverse the source tokens (Sutskever et al., 2014); ``</s>`` stays last.
-        batch_size: training pairs per batch and process.
+        batch_size: training pairs per batch and process (``batch_type: sentences``).
+        batch_type: ``"sentences"`` (``batch_size`` pairs a batch, the papers' batches) or
+            ``"tokens"`` (as many pairs as fit ``max_tokens``, like fairseq and Joey NMT).
+        max_tokens: with ``batch_type: tokens``, the most padded positions (pairs x longest side,
+            ``</s>`` included) a training batch holds.
         eval_batch_size: pairs per evaluation batch (default: ``batch_size``).
         bucket: length-bucketed training batches (else uniformly random ones).
         seed: seed of the training order; epoch ``e`` uses ``(seed, e)``.
-        cache_dir: folder to keep tokenised splits and SentencePiece models in (keyed by a hash
-            of the text and settings); ``None`` caches in memory only, once per process.
+        cache_dir: folder of the token-id store: splits and vocabularies, keyed by a hash of the
+            files and settings, prepared once (by ``prepare_data`` on one process, or ahead of
+            time by ``rnn-zoo prepare translation``) and memory-mapped by every run and rank;
+            ``None`` prepares into a folder of this process, removed at exit.
+        workers: processes that tokenise while preparing.
         download: if ``data_dir`` lacks a split's files, download WMT'14 English-French into it
             first (:func:`datamodules.prepare.wmt14.download_wmt14`; set ``val: newstest2013`` and
             ``test: newstest2014``).
@@ -118,9 +109,12 @@ class ParallelTextDataModule(pl.LightningDataModule):
         reverse_source: bool = False,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
+        batch_type: Literal["sentences", "tokens"] = "sentences",
+        max_tokens: int = 4096,
         bucket: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        workers: int = 1,
         download: bool = False,
         predict: str | None = None,
     ) -> None:
@@ -133,9 +127,17 @@ class ParallelTextDataModule(pl.LightningDataModule):
             max_len=max_len,
             batch_size=batch_size,
             eval_batch_size=eval_batch_size or batch_size,
+            workers=workers,
         )
         if tokenizer not in ("moses", "sentencepiece"):
             raise UserError(f"tokenizer must be 'moses' or 'sentencepiece', not {tokenizer!r}")
+        if batch_type not in ("sentences", "tokens"):
+            raise UserError(f"batch_type must be 'sentences' or 'tokens', not {batch_type!r}")
+        if batch_type == "tokens" and max_tokens < max_len + 2:
+            raise UserError(
+                f"data.max_tokens={max_tokens} cannot hold one pair of max_len={max_len} tokens; "
+                f"set it to at least {max_len + 2}"
+            )
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else BUNDLED_BIBLE
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
@@ -146,12 +148,14 @@ class ParallelTextDataModule(pl.LightningDataModule):
         self.min_freq, self.sp_vocab_size, self.sp_joint = min_freq, sp_vocab_size, sp_joint
         self.lowercase, self.max_len, self.reverse_source = lowercase, max_len, reverse_source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.bucket, self.seed, self.cache_dir = bucket, seed, cache_dir
+        self.batch_type, self.max_tokens = batch_type, max_tokens
+        self.bucket, self.seed, self.cache_dir, self.workers = bucket, seed, cache_dir, workers
         self.download, self.predict = download, predict
         self.skipped_empty: dict[str, int] = {}  # pairs with an empty side, per split
         self.dropped_long = 0  # training pairs over max_len
-        self._texts: dict[str, _Text] = {}
-        self._splits: dict[str, _Split] = {}
+        self._splits: dict[str, StoredSplit] = {}
+        self._references: dict[str, list[str]] = {}
+        self._token_store: TokenStore | None = None
         self._codec: TextCodec | None = None  # the vocabularies, from the training split
 
     # ---------------------------------------------------------------- vocabulary
@@ -187,36 +191,20 @@ class ParallelTextDataModule(pl.LightningDataModule):
         }  # fmt: skip
 
     def _build_codec(self) -> TextCodec:
-        text = self._text("train")
-        if self.tokenizer == "sentencepiece":
-            return TextCodec.from_sentencepiece(self._train_sp_models(text), **self._settings())
-        src = [t.split() for t in self._words(text.src, self.src_lang)]
-        tgt = [t.split() for t in self._words(text.tgt, self.tgt_lang)]
-        keep = [i for i in range(len(src)) if self._fits(len(src[i]), len(tgt[i]))]
-        if not keep:
-            raise DataError(f"{text.origin}: every pair is longer than max_len={self.max_len}")
-        src_vocab = Vocab.build((src[i] for i in keep), self.src_vocab_size, self.min_freq)
-        tgt_vocab = Vocab.build((tgt[i] for i in keep), self.tgt_vocab_size, self.min_freq)
-        return TextCodec("moses", src_vocab, tgt_vocab, **self._settings())
+        settings = {
+            **self._settings(), "tokenizer": self.tokenizer, "src_vocab_size": self.src_vocab_size,
+            "tgt_vocab_size": self.tgt_vocab_size, "min_freq": self.min_freq,
+            "sp_vocab_size": self.sp_vocab_size, "sp_joint": self.sp_joint,
+        }  # fmt: skip
+        return self.store.codec(self._files("train"), settings)
 
-    def _words(self, lines: list[str], lang: str) -> list[str]:
-        lines = [line.lower() for line in lines] if self.lowercase else lines
-        return moses_words(lines, lang, self.cache_dir)
-
-    def _train_sp_models(self, text: _Text) -> dict[str, bytes]:
-        src, tgt = text.src, text.tgt
-        if self.lowercase:
-            src, tgt = [s.lower() for s in src], [t.lower() for t in tgt]
-        if self.sp_joint:
-            joint = train_sentencepiece(src + tgt, self.sp_vocab_size, self.cache_dir)
-            return {"src": joint, "tgt": joint}
-        return {
-            "src": train_sentencepiece(src, self.sp_vocab_size, self.cache_dir),
-            "tgt": train_sentencepiece(tgt, self.sp_vocab_size, self.cache_dir),
-        }
-
-    def _fits(self, src_len: int | np.ndarray, tgt_len: int | np.ndarray) -> Any:
-        return (src_len <= self.max_len) & (tgt_len <= self.max_len)
+    @property
+    def store(self) -> TokenStore:
+        """The token-id store in ``cache_dir`` (see :mod:`datamodules.token_store`)."""
+        if self._token_store is None:
+            root = self.cache_dir if self.cache_dir else scratch_root()
+            self._token_store = TokenStore(root, self.workers)
+        return self._token_store
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -232,51 +220,38 @@ class ParallelTextDataModule(pl.LightningDataModule):
             )
         self._codec = TextCodec.from_state({"tokenizer": self.tokenizer, **state}, self._settings())
         self._splits.clear()  # ids depend on the vocabularies
+        self._references.clear()
 
     # -------------------------------------------------------------------- text
-    def _text(self, name: str) -> _Text:
-        """A split's lines, read once; pairs with an empty side are skipped with a warning."""
-        if name not in self._texts:
-            if self.tsv[name]:
-                origin = self.tsv[name]
-                src, tgt = read_tsv(Path(origin))
-            elif self.prefixes[name]:
-                self.prepare_data()
-                src_path = find_file(self.data_dir, self.prefixes[name], self.src_lang)
-                tgt_path = find_file(self.data_dir, self.prefixes[name], self.tgt_lang)
-                origin = f"{src_path} | {tgt_path}"
-                src, tgt = read_parallel(src_path, tgt_path)
-            else:
-                raise UserError(f"no {name} split: set data.{name} or data.{name}_tsv")
-            src, tgt, skipped = drop_empty(src, tgt)
-            self.skipped_empty[name] = skipped
-            if skipped:
-                rank_zero_warn(f"{origin}: skipped {skipped:,} pairs with an empty side")
-            if not src:
-                raise DataError(f"{origin}: no sentence pairs with text on both sides")
-            self._texts[name] = _Text(src, tgt, origin)
-        return self._texts[name]
+    def _files(self, name: str) -> SplitFiles:
+        """Where split ``name``'s text is (downloading WMT'14 first with ``download``)."""
+        if self.tsv[name]:
+            return SplitFiles(Path(self.tsv[name]))
+        if not self.prefixes[name]:
+            raise UserError(f"no {name} split: set data.{name} or data.{name}_tsv")
+        self._download()
+        src = find_file(self.data_dir, self.prefixes[name], self.src_lang)
+        return SplitFiles(src, find_file(self.data_dir, self.prefixes[name], self.tgt_lang))
 
-    def _split(self, name: str) -> _Split:
-        """A split in ids (the training split filtered by ``max_len``), made once per vocabulary."""
+    def _split(self, name: str) -> StoredSplit:
+        """A split in ids (the training split filtered by ``max_len``), memory-mapped from the
+        store (prepared first if it is not there)."""
         if name not in self._splits:
-            text = self._text(name)
-            src = Ragged.from_lists(self.codec.encode(text.src, "src", self.cache_dir))
-            tgt = Ragged.from_lists(self.codec.encode(text.tgt, "tgt", self.cache_dir))
-            keep = np.arange(len(src))
-            if name == "train":
-                keep = np.flatnonzero(self._fits(src.lengths, tgt.lengths))
-                self.dropped_long = len(src) - len(keep)
-                rank_zero_info(
-                    f"{text.origin}: dropped {self.dropped_long:,} of {len(src):,} training pairs "
-                    f"longer than max_len={self.max_len} tokens"
+            settings = {"tokenizer": self.tokenizer, **self._settings()}
+            split = self.store.split(self._files(name), self.codec, settings, name == "train")
+            self.skipped_empty[name] = split.skipped_empty
+            if split.skipped_empty:
+                rank_zero_warn(
+                    f"{split.origin}: skipped {split.skipped_empty:,} pairs with an empty side"
                 )
-                if not len(keep):
-                    raise DataError(
-                        f"{text.origin}: every pair is longer than max_len={self.max_len}"
-                    )
-                src, tgt = src.subset(keep), tgt.subset(keep)
-            self._splits[name] = _Split(src, tgt, [text.tgt[i] for i in keep])
+            if name == "train":
+                self.dropped_long = split.dropped_long
+                rank_zero_info(
+                    f"{split.origin}: dropped {self.dropped_long:,} of "
+                    f"{len(split) + self.dropped_long:,} training pairs longer than "
+                    f"max_len={self.max_len} tokens"
+                )
+            self._splits[name] = split
         return self._splits[name]
 
     def references(self, split: str) -> list[str]:
@@ -285,13 +260,18 @@ class ParallelTextDataModule(pl.LightningDataModule):
 
         They keep their case: with ``lowercase``, score with ``sacrebleu``'s ``lowercase=True``.
         """
-        return self._split(_check_split(split)).references
+        if split not in self._references:
+            self._references[_check_split(split)] = self._split(split).references()
+        return self._references[split]
 
     def split_size(self, split: str) -> int:
         """Pairs in ``split`` after skipping empty pairs (and, for training, long ones)."""
         return len(self._split(_check_split(split)).src)
 
-    def prepare_data(self) -> None:
+    def _configured(self) -> list[str]:
+        return [name for name in SPLITS if self.prefixes[name] or self.tsv[name]]
+
+    def _download(self) -> None:
         """With ``download``, fetch WMT'14 English-French if a split's files are missing."""
         prefixes = [p for split, p in self.prefixes.items() if p and not self.tsv[split]]
         langs = (self.src_lang, self.tgt_lang)
@@ -306,8 +286,24 @@ class ParallelTextDataModule(pl.LightningDataModule):
 
             download_wmt14(self.data_dir)
 
+    def prepare(self) -> dict[str, int]:
+        """Tokenise every configured split into the store (vocabularies from the training
+        split), in ``workers`` processes; returns the pairs kept per split."""
+        try:
+            return {name: len(self._split(name)) for name in self._configured()}
+        finally:
+            self.store.close()
+
+    def prepare_data(self) -> None:
+        """Download (with ``download``), then, when fitting, prepare the splits on this one
+        process; the other ranks memory-map what it wrote (a shared ``cache_dir``)."""
+        self._download()
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn == "fit":
+            self.prepare()
+
     def setup(self, stage: str | None = None) -> None:
-        """Encode the training and validation splits before fitting, so data errors come first.
+        """Map the training and validation splits before fitting, so data errors come first.
 
         Other stages read their split lazily, when the loader is made: after a checkpoint's
         vocabulary has been restored by :meth:`load_state_dict`.
@@ -316,6 +312,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
             for name in ("train", "val"):
                 if self.prefixes[name] or self.tsv[name]:
                     self._split(name)
+            self.store.close()
 
     # ----------------------------------------------------------------- loaders
     def _rank(self) -> tuple[int, int]:
@@ -335,9 +332,10 @@ class ParallelTextDataModule(pl.LightningDataModule):
             return TrainLoader(
                 split.src, split.tgt, self.batch_size, self.bucket, self.seed,
                 self.reverse_source, rank, world_size, epoch, consumed if trainer else None,
+                max_tokens=self.max_tokens if self.batch_type == "tokens" else None,
             )  # fmt: skip
         except DataError as err:
-            raise DataError(f"{self._text('train').origin}: training split {err}") from None
+            raise DataError(f"{split.origin}: training split {err}") from None
 
     def _eval_loader(self, name: str) -> EvalLoader | list:
         if not (self.prefixes[name] or self.tsv[name]):
@@ -348,7 +346,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
                 split.src, split.tgt, self.eval_batch_size, self.reverse_source, rank, world_size
             )
         except DataError as err:
-            raise DataError(f"{self._text(name).origin}: {name} split {err}") from None
+            raise DataError(f"{split.origin}: {name} split {err}") from None
 
     def val_dataloader(self) -> EvalLoader | list:
         """This rank's validation batches: each pair on exactly one rank (see

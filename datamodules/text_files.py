@@ -4,7 +4,10 @@ line; line-aligned parallel files and ``source<TAB>target`` files."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from zoo.errors import DataError
 
@@ -22,6 +25,16 @@ def read_bytes(path: Path) -> bytes:
         except (OSError, EOFError) as err:
             raise DataError(f"{path}: not a valid gzip file ({err})") from None
     return raw
+
+
+def map_bytes(path: Path) -> np.ndarray:
+    """A file's bytes as a uint8 array: memory-mapped (copy-on-write, never written) when the
+    file is plain, decompressed into memory when it ends in ``.gz``."""
+    if path.suffix == ".gz" or not path.is_file():
+        return np.frombuffer(bytearray(read_bytes(path)), dtype=np.uint8)
+    if not path.stat().st_size:
+        return np.zeros(0, np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="c")
 
 
 def read_text(path: str | Path) -> str:
@@ -50,20 +63,31 @@ def read_lines(path: str | Path) -> list[str]:
     Raises:
         DataError: one line naming the file: missing, not gzip, or a line that is not UTF-8.
     """
-    path = Path(path)
-    raw = read_bytes(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{path}: line {line} is not UTF-8 (byte 0x{raw[err.start]:02x}); "
-            "convert the file, e.g. with iconv -t UTF-8"
-        ) from None
-    lines = text.removeprefix("\ufeff").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    return list(iter_lines(Path(path)))
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """:func:`read_lines`, one line at a time: a corpus of any size in constant memory."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file; pass an existing UTF-8 text file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; pass a UTF-8 text file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        try:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(
+                        f"{path}: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); "
+                        "convert the file, e.g. with iconv -t UTF-8"
+                    ) from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")
+                yield line.removesuffix("\n").removesuffix("\r")
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path}: not a valid gzip file ({err})") from None
 
 
 def find_file(data_dir: Path, prefix: str, lang: str) -> Path:
@@ -81,26 +105,45 @@ def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]
     """The two sides of a corpus, checked to have the same number of lines."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise DataError(
-            f"{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}; "
-            "the two sides must be aligned line by line"
-        )
+        raise DataError(_unaligned(src_path, len(src), tgt_path, len(tgt)))
     return src, tgt
 
 
-def read_tsv(path: Path) -> tuple[list[str], list[str]]:
-    """A file of ``source<TAB>target`` lines, split into the two sides."""
-    src, tgt = [], []
-    for number, line in enumerate(read_lines(path), 1):
-        if line.count("\t") != 1:
-            raise DataError(
-                f"{path}: line {number} has {line.count(chr(9))} tabs; "
-                "each line must be source<TAB>target"
-            )
-        source, target = line.split("\t")
-        src.append(source)
-        tgt.append(target)
-    return src, tgt
+def iter_pairs(src: Path, tgt: Path | None) -> Iterator[tuple[str, str]]:
+    """Stripped sentence pairs of two line-aligned files, or of one ``source<TAB>target`` file
+    (``tgt`` None), read one line at a time.
+
+    Raises:
+        DataError: the sides have different numbers of lines (both counts named), or a TSV line
+            without exactly one tab.
+    """
+    if tgt is None:
+        for number, line in enumerate(iter_lines(src), 1):
+            if line.count("\t") != 1:
+                raise DataError(
+                    f"{src}: line {number} has {line.count(chr(9))} tabs; "
+                    "each line must be source<TAB>target"
+                )
+            source, target = line.split("\t")
+            yield source.strip(), target.strip()
+        return
+    sources, targets, count = iter_lines(src), iter_lines(tgt), 0
+    for source in sources:
+        target = next(targets, None)
+        if target is None:
+            raise DataError(_unaligned(src, count + 1 + sum(1 for _ in sources), tgt, count))
+        count += 1
+        yield source.strip(), target.strip()
+    rest = sum(1 for _ in targets)
+    if rest:
+        raise DataError(_unaligned(src, count, tgt, count + rest))
+
+
+def _unaligned(src: Path, n_src: int, tgt: Path, n_tgt: int) -> str:
+    return (
+        f"{src} has {n_src:,} lines but {tgt} has {n_tgt:,}; "
+        "the two sides must be aligned line by line"
+    )
 
 
 def drop_empty(src: list[str], tgt: list[str]) -> tuple[list[str], list[str], int]:

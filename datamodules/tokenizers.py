@@ -24,7 +24,7 @@ from zoo.files import write_bytes
 SOURCE_LIMIT = 3  # encode_source refuses lines over SOURCE_LIMIT * max_len tokens
 Tokenizer = Literal["moses", "sentencepiece"]
 
-_MEMORY: dict[str, Any] = {}  # per-process cache: tokenised splits and SentencePiece models
+_MEMORY: dict[str, bytes] = {}  # per-process cache: SentencePiece models
 
 
 def _digest(*parts: str) -> str:
@@ -67,33 +67,12 @@ def _moses_detokenizer(lang: str) -> Any:
     return MosesDetokenizer(lang)
 
 
-def moses_tokenize(lines: list[str], lang: str, cache_dir: str | None = None) -> list[str]:
-    """Moses tokens of each line, space-joined (tokens never contain whitespace).
-
-    Cached per process, and in ``cache_dir`` (plain UTF-8 text, one line per sentence) if given,
-    under a hash of the lines, the language and the sacremoses version.
-    """
-    key = "moses-" + _digest(lang, _version("sacremoses"), "\n".join(lines))
-    if key not in _MEMORY:
-        path = Path(cache_dir) / f"{key}.{lang}.txt" if cache_dir else None
-
-        def compute() -> bytes:
-            tokenizer = _moses_tokenizer(lang)
-            tokens = (" ".join(tokenizer.tokenize(line, escape=False)) for line in lines)
-            return "\n".join(tokens).encode("utf-8")
-
-        out = _file_cached(path, compute).decode("utf-8").split("\n") if lines else []
-        if len(out) != len(lines):  # a damaged cache file: tokenise again
-            out = compute().decode("utf-8").split("\n")
-        _MEMORY[key] = out
-    return _MEMORY[key]
-
-
 def train_sentencepiece(lines: list[str], vocab_size: int, cache_dir: str | None = None) -> bytes:
     """Serialized unigram SentencePiece model trained on ``lines``, with our special ids.
 
     Deterministic: every sentence is used and training runs on one thread (the model differs
-    with the thread count). Cached per process and in ``cache_dir`` like :func:`moses_tokenize`.
+    with the thread count). Cached per process and, if given, in ``cache_dir`` (written
+    atomically) under a hash of the lines, the vocabulary size and the sentencepiece version.
     """
     key = "spm-" + _digest(str(vocab_size), _version("sentencepiece"), "\n".join(lines))
     if key not in _MEMORY:
@@ -205,19 +184,14 @@ class TextCodec:
     def normalize(self, lines: list[str]) -> list[str]:
         return [line.lower() for line in lines] if self.lowercase else lines
 
-    def encode(self, lines: list[str], side: str, cache_dir: str | None | bool = False) -> list:
-        """Lines of one side (``"src"`` or ``"tgt"``) -> ids, without specials.
-
-        Args:
-            cache_dir: where corpus tokenisations are kept (:func:`moses_tokenize`); None caches
-                in memory only, False not at all (new text at translation time).
-        """
+    def encode(self, lines: list[str], side: str) -> list:
+        """Lines of one side (``"src"`` or ``"tgt"``) -> ids, without specials."""
         if self.tokenizer == "sentencepiece":
             return _sp_processor(self.sp_models[side]).encode(self.normalize(lines))
         vocab, lang = (
             (self.src_vocab, self.src_lang) if side == "src" else (self.tgt_vocab, self.tgt_lang)
         )
-        words = moses_words(self.normalize(lines), lang, cache_dir)
+        words = moses_words(self.normalize(lines), lang)
         return [vocab.encode(tokens.split()) for tokens in words]
 
     def encode_source(self, lines: list[str]) -> tuple[Tensor, Tensor]:
@@ -253,10 +227,7 @@ class TextCodec:
         return _moses_detokenizer(self.tgt_lang).detokenize(self.tgt_vocab.decode(ids))
 
 
-def moses_words(lines: list[str], lang: str, cache_dir: str | None | bool = False) -> list[str]:
-    """Moses tokens of each line, space-joined: through :func:`moses_tokenize`'s caches, or
-    directly when ``cache_dir`` is False."""
-    if cache_dir is not False:
-        return moses_tokenize(lines, lang, cache_dir)
+def moses_words(lines: list[str], lang: str) -> list[str]:
+    """Moses tokens of each line, space-joined (tokens never contain whitespace)."""
     tokenizer = _moses_tokenizer(lang)
     return [" ".join(tokenizer.tokenize(line, escape=False)) for line in lines]

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import move_data_to_device
 
 from datamodules.pairs import Batch, Ragged, TrainLoader, epoch_batches, eval_batches
 from datamodules.parallel_text import ParallelTextDataModule
+from datamodules.text_files import read_lines
 from datamodules.vocab import BOS, EOS, PAD, UNK, Vocab
 from zoo.errors import DataError
 
@@ -94,7 +95,7 @@ def test_vocab_ranks_by_count_then_code_point_and_decodes_to_eos():
 def test_vocab_comes_from_the_training_split_only_and_is_capped(corpus):
     dm = make(corpus, src_vocab_size=14, tgt_vocab_size=1000)
     assert dm.num_src_tokens == len(dm.src_vocab) == 14
-    counts = Counter(" ".join(dm._text("train").src).split())
+    counts = Counter(" ".join(read_lines(corpus / "train.en.gz")).split())
     ranked = sorted(counts, key=lambda word: (-counts[word], word))
     assert dm.src_vocab.tokens[4:] == ranked[:10] and ranked[0] == "s0"  # Zipf: s0 first
     assert all(t.startswith("t") for t in dm.tgt_vocab.tokens[4:]) and dm.num_tgt_tokens == 34
@@ -124,8 +125,8 @@ def test_batches_shift_the_target_and_reverse_only_source_tokens(corpus):
 
 def test_max_len_drops_long_training_pairs_and_counts_them(corpus):
     dm = make(corpus, max_len=8)
-    text = dm._text("train")
-    too_long = sum(max(len(s.split()), len(t.split())) > 8 for s, t in zip(text.src, text.tgt))
+    src, tgt = (read_lines(corpus / f"train.{lang}.gz") for lang in ("en", "fr"))
+    too_long = sum(max(len(s.split()), len(t.split())) > 8 for s, t in zip(src, tgt))
     assert dm.split_size("train") == 200 - too_long and dm.dropped_long == too_long > 50
     assert len(dm.references("train")) == dm.split_size("train")
     assert max(b.src_lengths.max() for b in dm.train_dataloader()) <= 8 + 1  # + </s>
@@ -284,10 +285,11 @@ def test_tsv_gives_the_same_pairs_as_two_files(corpus, tmp_path):
 def test_bundled_bible_is_found_and_reads_quickly():
     dm = ParallelTextDataModule(train="valid", val="test", test=None, batch_size=32)
     assert dm.data_dir.name == "bible-enfr" and dm.skipped_empty == {}
-    assert len(dm.references("val")) == 1935 and dm.skipped_empty == {"train": 0, "val": 0}
+    assert len(dm.references("val")) == 1935 and dm.skipped_empty == {"val": 0}
     assert 3000 < dm.num_src_tokens < dm.num_tgt_tokens < 30000
     batch = next(iter(dm.train_dataloader()))
     assert len(batch) == 32 and batch.src.shape[1] <= 51 and dm.dropped_long > 0
+    assert dm.skipped_empty == {"train": 0, "val": 0}
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -374,17 +376,23 @@ def test_lightning_cli_parser_checks_the_arguments():
         parser.parse_args(["--data.tokenizer=bpe"])
 
 
-def test_cache_dir_keeps_tokenised_text_for_the_next_process(corpus, tmp_path, monkeypatch):
-    import datamodules.tokenizers as parallel_text
+def test_cache_dir_keeps_the_prepared_splits_for_the_next_process(corpus, tmp_path, monkeypatch):
+    import datamodules.tokenizers as tokenizers
 
     cache = tmp_path / "cache"
-    monkeypatch.setattr(parallel_text, "_MEMORY", {})  # nothing tokenised yet
     first = make(corpus, train="valid", val="test", cache_dir=str(cache), lowercase=True)
     first.setup()
-    assert len(list(cache.glob("moses-*.en.txt"))) == 2  # valid and test
-    monkeypatch.setattr(parallel_text, "_MEMORY", {})  # as in a new process ...
-    monkeypatch.setattr(parallel_text, "_moses_tokenizer", None)  # ... that cannot tokenise
+    assert len(list(cache.glob("codec-*.pt"))) == 1 and len(list(cache.glob("split-*"))) == 2
+    assert not list(cache.glob(".work-*"))  # the intermediate tokenised text is gone
+    monkeypatch.setattr(tokenizers, "_moses_tokenizer", None)  # a process that cannot tokenise
     second = make(corpus, train="valid", val="test", cache_dir=str(cache), lowercase=True)
     second.setup()
     assert second.tgt_vocab == first.tgt_vocab and "le" in second.tgt_vocab.tokens
     assert "Le" not in second.tgt_vocab.tokens and second.references("train") == FR
+    for name in ("train", "val"):
+        a, b = first._split(name), second._split(name)
+        assert [a.src[i].tolist() for i in range(len(a))] == [
+            b.src[i].tolist() for i in range(len(b))
+        ]
+    with pytest.raises(TypeError):  # a new setting is a new entry, tokenised again
+        make(corpus, train="valid", val="test", cache_dir=str(cache)).setup()

