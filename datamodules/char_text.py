@@ -7,6 +7,10 @@ to start batch ``i + 1`` with::
 
     stream 0: [ w0 | w1 | w2 | ... ]      batch i = window i of all streams, (B, T)
     stream 1: [ w0 | w1 | w2 | ... ]
+
+``unit: byte`` reads bytes instead of characters (the enwik8 experiments, Graves 2013: the 205
+byte values of the first 100 MB of Wikipedia): an uncompressed file is memory-mapped and each
+window's bytes become ids only when it is served, so a 100 MB corpus is never copied.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import glob
 import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
 
-from datamodules.text_files import read_text
+from datamodules.text_files import map_bytes, read_text
 from datamodules.vocab import CharVocab, code_points
 from zoo.errors import DataError
 
@@ -47,6 +53,7 @@ class StreamLoader:
             character of the split is scored).
         consumed: callable returning how many batches of the current epoch the trainer has
             processed (prefetching means the loader cannot know it by itself).
+        table: ids of the values in ``ids`` (``unit: byte``: byte -> id), applied per window.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class StreamLoader:
         world_size: int = 1,
         drop_last: bool = True,
         consumed: Callable[[], int] | None = None,
+        table: Tensor | None = None,
     ) -> None:
         streams = batch_size * world_size
         stream_len = (len(ids) - 1) // streams
@@ -73,6 +81,7 @@ class StreamLoader:
         self.seq_len = seq_len
         self.drop_last = drop_last
         self.consumed = consumed
+        self.table = table
         self._start = 0
 
     def __len__(self) -> int:
@@ -85,7 +94,8 @@ class StreamLoader:
         start, self._start = self._start, 0
         for i in range(start, len(self)):
             window = slice(i * self.seq_len, (i + 1) * self.seq_len)
-            yield self.inputs[:, window].long(), self.targets[:, window].long()
+            x, y = self.inputs[:, window].long(), self.targets[:, window].long()
+            yield (x, y) if self.table is None else (self.table[x], self.table[y])
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.consumed() if self.consumed else 0}
@@ -127,6 +137,8 @@ class CharTextDataModule(pl.LightningDataModule):
         eval_batch_size: streams for validation / test (default: ``batch_size``).
         predict: a text file for ``rnn-zoo predict`` (default: the test split), read in one
             stream per process, in order.
+        unit: ``"char"`` (Unicode characters of UTF-8 text) or ``"byte"`` (raw bytes, any file;
+            uncompressed files are memory-mapped).
     """
 
     def __init__(
@@ -138,8 +150,11 @@ class CharTextDataModule(pl.LightningDataModule):
         test_fraction: float = 0.05,
         eval_batch_size: int | None = None,
         predict: str | None = None,
+        unit: Literal["char", "byte"] = "char",
     ) -> None:
         super().__init__()
+        if unit not in ("char", "byte"):
+            raise DataError(f"data.unit must be 'char' or 'byte', not {unit!r}")
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
             if value < 1:
                 raise DataError(f"data.{name} must be at least 1, got {value}")
@@ -158,17 +173,41 @@ class CharTextDataModule(pl.LightningDataModule):
         self.test_fraction = test_fraction
         self.eval_batch_size = eval_batch_size or batch_size
         self.predict = predict
+        self.unit = unit
         self._splits: dict[str, Tensor] | None = None
         self._vocab: CharVocab | None = None
+        self._table: Tensor | None = None  # byte -> id, with unit: byte
+        self._bytes: np.ndarray | None = None
 
     # ------------------------------------------------------------------ data
     def _load(self) -> None:
+        if self.unit == "byte":
+            return self._load_bytes()
         points = np.concatenate([code_points(read_text(p)) for p in expand_paths(self.paths)])
-        n_val = int(len(points) * self.val_fraction)
-        n_test = int(len(points) * self.test_fraction)
-        n_train = len(points) - n_val - n_test
+        n_train, n_val = self._sizes(len(points))
         self._vocab = CharVocab.from_points(points[:n_train])
-        ids = self._vocab.encode_points(points)
+        self._set_splits(self._vocab.encode_points(points), n_train, n_val)
+
+    def _load_bytes(self) -> None:
+        paths = expand_paths(self.paths)
+        parts = [map_bytes(Path(p)) for p in paths]
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if not len(raw):
+            raise DataError(f"{', '.join(paths)}: no bytes to learn from")
+        n_train, n_val = self._sizes(len(raw))
+        counts = np.zeros(256, np.int64)
+        for start in range(0, n_train, 1 << 24):  # in pieces: no int64 copy of the corpus
+            counts += np.bincount(raw[start : min(start + (1 << 24), n_train)], minlength=256)
+        self._vocab = CharVocab.from_points(np.flatnonzero(counts).astype(np.uint32))
+        self._table = self._vocab.encode_points(np.arange(256, dtype=np.uint32)).long()
+        self._bytes = raw  # the mapped file (or the decompressed bytes)
+        self._set_splits(torch.from_numpy(raw), n_train, n_val)
+
+    def _sizes(self, n: int) -> tuple[int, int]:
+        n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
+        return n - n_val - n_test, n_val
+
+    def _set_splits(self, ids: Tensor, n_train: int, n_val: int) -> None:
         self._splits = {
             "train": ids[:n_train],
             "val": ids[n_train : n_train + n_val],
@@ -187,6 +226,7 @@ class CharTextDataModule(pl.LightningDataModule):
         return len(self.vocab)
 
     def split(self, name: str) -> Tensor:
+        """A split's ids (with ``unit: byte``, its bytes: :attr:`table` maps them to ids)."""
         if self._splits is None:
             self._load()
         return self._splits[name]
@@ -197,8 +237,9 @@ class CharTextDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         try:
             return StreamLoader(
-                self.split(name), batch_size, self.seq_len, rank, world, drop_last, consumed
-            )
+                self.split(name), batch_size, self.seq_len, rank, world, drop_last, consumed,
+                self._table,
+            )  # fmt: skip
         except DataError as err:
             raise DataError(f"{', '.join(self.paths)}: {name} {err}") from None
 
@@ -219,7 +260,10 @@ class CharTextDataModule(pl.LightningDataModule):
         out as for testing)."""
         if self.predict is None:
             return self._loader("test", self.eval_batch_size, False)
-        ids = self.vocab.encode_points(code_points(read_text(self.predict)))
+        if self.unit == "byte":
+            ids = self.vocab.encode_points(map_bytes(Path(self.predict)).astype(np.uint32))
+        else:
+            ids = self.vocab.encode_points(code_points(read_text(self.predict)))
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         try:

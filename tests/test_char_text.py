@@ -2,6 +2,7 @@
 
 import gzip
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,58 @@ def test_corpus_shorter_than_one_batch(tmp_path):
     with pytest.raises(DataError, match="too short") as err:
         dm.train_dataloader()
     assert "short.txt" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- unit: byte
+def test_bytes_are_memory_mapped_and_served_as_ids_of_the_training_bytes(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    corpus = torch.randint(0, 205, (40_000,), generator=rng, dtype=torch.uint8)  # 205 values
+    corpus[-2_000:] = 250  # a byte seen only in the test split
+    path = tmp_path / "bytes.bin"
+    path.write_bytes(corpus.numpy().tobytes())
+    dm = CharTextDataModule([str(path)], batch_size=4, seq_len=25, unit="byte")
+    assert dm.vocab_size == 1 + 205  # the unknown slot, then every byte value of training
+    train = dm.split("train")
+    assert len(train) == 36_000 and isinstance(dm._bytes, np.memmap)
+    assert train.data_ptr() == dm._bytes.ctypes.data  # the file's pages, not a copy
+    x, y = next(iter(dm.train_dataloader()))
+    expected = dm._table[corpus[: 4 * 8999].long()].view(4, 8999)[:, :25]  # (36000 - 1) // 4
+    torch.testing.assert_close(x, expected)  # ids of the bytes, stream by stream
+    assert dm.vocab.decode(x[0, :5]) == "".join(chr(b) for b in corpus[:5].tolist())
+    last_test = list(dm.test_dataloader())[-1][1]
+    assert (last_test == 0).all()  # the test-only byte is unknown
+
+
+def test_byte_unit_counts_utf8_bytes_and_reads_gzip(tmp_path):
+    path = tmp_path / "text.txt.gz"
+    path.write_bytes(gzip.compress("café crème ".encode() * 400))
+    chars = CharTextDataModule([str(path)], batch_size=2, seq_len=10)
+    by_bytes = CharTextDataModule([str(path)], batch_size=2, seq_len=10, unit="byte")
+    assert len(chars.split("train")) < len(by_bytes.split("train"))  # é and è are 2 bytes
+    assert by_bytes.vocab_size == chars.vocab_size + 1  # 0xc3 + 0xa9 + 0xa8 for é, è
+    with pytest.raises(DataError, match="data.unit must be 'char' or 'byte'"):
+        CharTextDataModule([str(path)], unit="word")
+
+
+def test_a_byte_model_learns(tmp_path, one_thread):
+    import functools
+
+    import pytorch_lightning as pl
+
+    from zoo.cores import LSTM
+    from zoo.tasks.char_lm import CharLanguageModel
+
+    path = tmp_path / "abc.bin"
+    path.write_bytes(bytes(range(7)) * 3000)  # a cycle: every byte says what comes next
+    dm = CharTextDataModule([str(path)], batch_size=8, seq_len=20, unit="byte")
+    task = CharLanguageModel(
+        dm.vocab_size, core=functools.partial(LSTM, hidden_size=32), embedding_dim=8,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=dm)
+    (result,) = trainer.test(task, datamodule=dm, verbose=False)
+    assert result["test/bpc"] < 0.2  # log2(7) = 2.8 bits when nothing is learnt
