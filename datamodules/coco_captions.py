@@ -41,7 +41,8 @@ every image is decoded exactly once over all ranks and no duplicate skews BLEU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ from datamodules.feature_cache import (
     check_cacheable,
     encoder_digest,
     read_features,
+    shard_path,
+    shard_rows,
     write_features,
 )
 from datamodules.images import default_transform, load_image
@@ -265,13 +268,22 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------------- feature cache
     def use_feature_cache(
-        self, encoder: nn.Module, stage: str | None = None, device: torch.device | str = "cpu"
+        self,
+        encoder: nn.Module,
+        stage: str | None = None,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] | None = None,
     ) -> dict[str, Path]:
         """Read, or first build, the frozen ``encoder`` 's features of every picture of the splits
         ``stage`` uses; from then on those splits' batches carry features, not pictures.
 
         Building runs ``encoder`` (in eval mode, on ``device``) once over the pictures in batches
         of ``eval_batch_size``; the task calls this from its ``setup``. Returns the cache files.
+        With ``world_size`` processes, every process calls this with its ``rank`` and a
+        ``barrier``: each builds its share of a missing cache as its own shard, all wait, then
+        all read every shard.
 
         Raises:
             UserError: no ``feature_cache`` folder, an encoder that is not frozen, or a transform
@@ -292,12 +304,21 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             pictures = {i: data.paths[i] for i in data.image_ids}
             key = cache_key(split, digest, self.transform, pictures, self.data_dir)
             path = self.feature_cache / f"{split}-{key}.npy"
-            if not path.is_file():
+            shards = world_size if world_size > 1 and len(pictures) >= world_size else 1
+            target = shard_path(path, rank, shards) if shards > 1 else path
+            complete = path.is_file() or all(
+                shard_path(path, r, shards).is_file() for r in range(shards)
+            )
+            if not complete and (shards > 1 or rank == 0) and not target.is_file():
+                rows = shard_rows(len(pictures), rank, shards)
                 write_features(
-                    path, encoder, list(pictures.values()), self._picture,
+                    target, encoder, [list(pictures.values())[i] for i in rows], self._picture,
                     self.hparams.eval_batch_size, self.hparams.num_workers, torch.device(device),
+                    progress=rank == 0 and sys.stderr.isatty(),
                 )  # fmt: skip
-            self.features[split] = read_features(path, data.image_ids)
+            if world_size > 1 and barrier is not None:
+                barrier()  # every rank, every split: the same number of barriers
+            self.features[split] = read_features(path, data.image_ids, shards)
             paths[split] = path
         return paths
 

@@ -7,6 +7,10 @@ memory-mapped, without pickle). The key hashes the encoder's config and weights,
 (so the image size), the split and each picture's path, size and modification time: anything else
 gets a new file. The file takes ``4 x S x F`` bytes per picture: about 400 KB for ResNet-101's
 7x7x2048 grid at 224 px (some 50 GB for COCO's 123k pictures); pool the grid to shrink it.
+
+Under data parallelism every rank runs the CNN over its own contiguous share of the pictures into
+its own shard, ``<split>-<key>.<rank>-of-<world>.npy``, and all ranks then read every shard
+(:class:`ShardedFeatures`); the cache folder must be one that all processes share.
 """
 
 from __future__ import annotations
@@ -23,9 +27,38 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from zoo.errors import DataError, UserError
 from zoo.files import atomic_path
+
+
+class ShardedFeatures:
+    """Row-indexed ``(N, S, F)`` features held in several memory-mapped ``.npy`` shards, in
+    order: ``self[row]`` is row ``row`` of their concatenation, never copied as a whole."""
+
+    def __init__(self, shards: Sequence[np.ndarray]) -> None:
+        self.shards = list(shards)
+        self.starts = np.cumsum([0, *(len(s) for s in self.shards)])
+        first = self.shards[0]
+        self.shape, self.dtype, self.ndim = (int(self.starts[-1]), *first.shape[1:]), first.dtype, 3
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self.shards[k][row - self.starts[k]]
+
+
+def shard_path(path: Path, rank: int, world_size: int) -> Path:
+    """The shard of ``path`` that rank ``rank`` of ``world_size`` writes."""
+    return path.with_name(f"{path.stem}.{rank}-of-{world_size}.npy")
+
+
+def shard_rows(n: int, rank: int, world_size: int) -> np.ndarray:
+    """The contiguous rows of ``n`` that rank ``rank`` computes."""
+    return np.array_split(np.arange(n), world_size)[rank]
 
 
 class FeatureDataset(Dataset):
@@ -117,20 +150,23 @@ def write_features(
     batch_size: int,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> None:
     """Run ``encoder`` (in eval mode, on ``device``) over ``pictures`` into ``path``: ``(N, S, F)``
-    float32 rows in their order, in a temporary file renamed once complete."""
+    float32 rows in their order, in a temporary file renamed once complete; ``progress`` shows a
+    progress bar."""
     loader = DataLoader(  # its own generator: the global random stream stays as it was
         _Pictures(pictures, load), batch_size, num_workers=num_workers,
         generator=torch.Generator(),
     )  # fmt: skip
     rank_zero_info(f"captions: caching features of {len(pictures)} pictures in {path}")
+    batches = tqdm(loader, desc=f"features {path.name}", unit="batch", disable=not progress)
     training, home = encoder.training, next(encoder.parameters()).device
     encoder.eval().to(device)
     try:
         with atomic_path(path) as tmp, torch.inference_mode():
             out, row = None, 0
-            for images in loader:
+            for images in batches:
                 features = encoder(images.to(device)).float().cpu().numpy()  # (B, S, F)
                 if out is None:
                     shape = (len(pictures), *features.shape[1:])
@@ -143,17 +179,36 @@ def write_features(
         encoder.to(home).train(training)
 
 
-def read_features(path: Path, image_ids: Sequence[int]) -> tuple[dict[int, int], np.ndarray]:
-    """Image id -> row, and the memory-mapped ``(N, S, F)`` features, once checked to hold one
-    row per image of ``image_ids``.
-
-    Raises:
-        DataError: a file that does not read or does not fit (delete it to rebuild it).
-    """
+def _load(path: Path) -> np.ndarray:
     try:
-        features = np.load(path, mmap_mode="r")  # no pickle: allow_pickle is off
+        return np.load(path, mmap_mode="r")  # no pickle: allow_pickle is off
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: no such feature cache shard; the feature_cache folder must be one that "
+            "every process (every node) shares"
+        ) from None
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"{path}: not a readable feature cache ({err}); delete it") from None
+
+
+def read_features(
+    path: Path, image_ids: Sequence[int], world_size: int = 1
+) -> tuple[dict[int, int], np.ndarray | ShardedFeatures]:
+    """Image id -> row, and the memory-mapped ``(N, S, F)`` features (from ``path``, or from its
+    ``world_size`` shards when ``path`` itself is not there), once checked to hold one row per
+    image of ``image_ids``.
+
+    Raises:
+        DataError: a file that does not read or does not fit (delete it to rebuild it), or a
+            missing shard.
+    """
+    if path.is_file() or world_size == 1:
+        features = _load(path)
+    else:
+        shards = [_load(shard_path(path, r, world_size)) for r in range(world_size)]
+        if any(s.ndim != 3 or s.shape[1:] != shards[0].shape[1:] for s in shards):
+            raise DataError(f"{path}: its shards do not hold rows of one shape; delete them")
+        features = ShardedFeatures(shards)
     n = len(image_ids)
     if features.ndim != 3 or features.shape[0] != n or features.dtype != np.float32:
         raise DataError(

@@ -200,3 +200,42 @@ def test_frozen_encoder_is_in_eval_mode_from_the_start() -> None:
     encoder = _encoder()
     assert not encoder.cnn.training and all(not m.training for m in encoder.cnn.modules())
     assert _encoder(freeze=False).cnn.training
+
+
+def test_ranks_build_one_shard_each_and_read_the_whole_cache(tmp_path: Path) -> None:
+    """Two ranks (threads meeting at a barrier) each run the CNN over half the pictures into
+    their own shard; both then read every row, the rows one process computes."""
+    import threading
+
+    single = _data(tmp_path / "one")
+    single.use_feature_cache(_encoder(0), "fit")
+    barrier = threading.Barrier(2, timeout=60)
+    ranks = [_data(tmp_path / "two") for _ in range(2)]
+    encoders = [_encoder(0) for _ in range(2)]  # here: seeding is not thread-safe
+    errors: list[BaseException] = []
+
+    def run(rank: int) -> None:
+        try:
+            ranks[rank].use_feature_cache(encoders[rank], "fit", "cpu", rank, 2, barrier.wait)
+        except BaseException as err:  # noqa: BLE001 (reported by the main thread)
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    shards = sorted(p.name.split(".", 1)[1] for p in (tmp_path / "two").glob("train-*.npy"))
+    assert shards == ["0-of-2.npy", "1-of-2.npy"]
+    rows, features = single.features["train"]
+    for dm in ranks:
+        their_rows, theirs = dm.features["train"]
+        assert their_rows == rows and len(theirs) == len(features)
+        for row in range(len(features)):
+            np.testing.assert_allclose(theirs[row], features[row], rtol=1e-5, atol=1e-6)
+    # A rank that finds a shard missing (a folder that the processes do not share) says so.
+    next((tmp_path / "two").glob("train-*.1-of-2.npy")).unlink()
+    with pytest.raises(DataError, match="must be one that every process"):
+        _data(tmp_path / "two").use_feature_cache(_encoder(0), "fit", "cpu", 0, 2, lambda: None)

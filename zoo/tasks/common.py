@@ -140,13 +140,11 @@ def log_images(module: pl.LightningModule, key: str, images: list, captions: lis
 
 def use_feature_cache(trainer: pl.Trainer, datamodule: Any, encoder: Any, stage: str) -> None:
     """Have the data run the frozen CNN once (or read its saved features), so batches carry
-    features and the model skips the CNN. Local rank 0 builds; the others wait, then read."""
-    device = trainer.strategy.root_device
-    if trainer.local_rank == 0:
-        datamodule.use_feature_cache(encoder, stage, device)
-    trainer.strategy.barrier("feature_cache")
-    if trainer.local_rank != 0:
-        datamodule.use_feature_cache(encoder, stage, device)
+    features and the model skips the CNN. Every rank builds its share of the pictures."""
+    datamodule.use_feature_cache(
+        encoder, stage, trainer.strategy.root_device, trainer.global_rank, trainer.world_size,
+        lambda: trainer.strategy.barrier("feature_cache"),
+    )  # fmt: skip
 
 
 def task_from_checkpoint(cls: type, path: Any, map_location: Any = None, **overrides: Any) -> Any:
