@@ -1,5 +1,6 @@
 """WMT'14 download: tiny look-alike archives (the real member names) served over real HTTP on
-127.0.0.1 give the exact layout; bad downloads fail in one line and leave nothing behind."""
+127.0.0.1 give the exact layout; bad downloads fail in one line and leave nothing behind. The test
+sets go through sacreBLEU's own downloader and cache, pointed at the same server."""
 
 from __future__ import annotations
 
@@ -75,11 +76,17 @@ def _sgm(segments: list[str], kind: str) -> bytes:
     ).encode()
 
 
+# sacreBLEU's test sets: our prefix -> (its name, archive path, its en and fr members).
+SACREBLEU = {
+    "newstest2013": ("wmt13", "wmt13/test.tgz",
+                     ("test/newstest2013-src.en.sgm", "test/newstest2013-src.fr.sgm")),
+    "newstest2014": ("wmt14/full", "wmt14/test-full.tgz",
+                     ("test-full/newstest2014-fren-src.en.sgm", "test-full/newstest2014-fren-ref.fr.sgm")),
+}  # fmt: skip
+
+
 def _members(name: str, source: wmt14.Source) -> dict[str, bytes]:
     en, fr = source.members
-    if name in TESTS:
-        src, ref = TESTS[name]
-        return {"test/README": b"decoy\n", en: _sgm(src, "srcset"), fr: _sgm(ref, "refset")}
     en_bytes, fr_bytes = TRAIN[name]
     if name == "giga":  # gzipped sides in a plain tar
         return {en: gzip.compress(en_bytes), fr: gzip.compress(fr_bytes)}
@@ -96,8 +103,13 @@ def _write_tar(path: Path, members: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def _publish(root: Path, edit: dict | None = None) -> dict[str, wmt14.Source]:
-    """Tiny archives under ``root`` at the real paths, and a table pinning their sha256."""
+def _publish(root: Path, patch, edit: dict | None = None) -> dict[str, wmt14.Source]:
+    """Tiny archives under ``root`` at the real paths, and a table pinning their sha256; the
+    test-set archives too, with sacreBLEU's table pinning their md5 and its cache in a temporary
+    folder."""
+    from sacrebleu.dataset import DATASETS
+    from sacrebleu.dataset.fake_sgml import FakeSGMLDataset
+
     table = {}
     for name, source in wmt14.SOURCES.items():
         members = _members(name, source)
@@ -106,7 +118,22 @@ def _publish(root: Path, edit: dict | None = None) -> dict[str, wmt14.Source]:
         _write_tar(path, members)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         table[name] = dataclasses.replace(source, sha256=sha, md5=None, size=None)
+    for prefix, (name, archive, (en, fr)) in SACREBLEU.items():
+        src, ref = TESTS[prefix]
+        members = {"test/README": b"decoy\n", en: _sgm(src, "srcset"), fr: _sgm(ref, "refset")}
+        members.update((edit or {}).get(prefix, {}))
+        _write_tar(root / archive, members)
+        md5 = hashlib.md5((root / archive).read_bytes()).hexdigest()
+        dataset = FakeSGMLDataset(
+            name, data=[f"https://statmt.org/{archive}"], md5=[md5], langpairs={"en-fr": [en, fr]}
+        )
+        dataset._outdir = str(root.parent.parent / "sacrebleu" / name)
+        dataset._rawdir = f"{dataset._outdir}/raw"
+        patch.setitem(DATASETS, name, dataset)
     return table
+
+
+TEST_ARCHIVES = [archive for _, archive, _ in SACREBLEU.values()]
 
 
 class _Server:
@@ -165,7 +192,7 @@ def _leftovers(root: Path) -> list[str]:
 
 
 def test_download_writes_the_layout_and_a_rerun_fetches_nothing(tmp_path, server, monkeypatch):
-    table = _publish(tmp_path / "www" / "statmt")
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     monkeypatch.setenv(wmt14.MIRROR_ENV, server.url)  # the mirror from the environment
     data = tmp_path / "data"
     counts = wmt14.download_wmt14(data, sources=table, progress=False)
@@ -173,7 +200,8 @@ def test_download_writes_the_layout_and_a_rerun_fetches_nothing(tmp_path, server
         "europarl": 2, "commoncrawl": 1, "un": 2, "news-commentary": 1, "giga": 2,
         "train": 8, "newstest2013": 2, "newstest2014": 2,
     }  # fmt: skip
-    assert sorted(server.requests) == sorted(s.path for s in wmt14.SOURCES.values())
+    training = [s.path for s in wmt14.SOURCES.values()]
+    assert sorted(server.requests) == sorted(training + TEST_ARCHIVES)
     assert (_lines(data / "train.en"), _lines(data / "train.fr")) == (TRAIN_EN, TRAIN_FR)
     for prefix, (en, fr) in READ.items():
         assert (_lines(data / f"{prefix}.en"), _lines(data / f"{prefix}.fr")) == (en, fr)
@@ -182,15 +210,15 @@ def test_download_writes_the_layout_and_a_rerun_fetches_nothing(tmp_path, server
     assert _leftovers(tmp_path) == []
 
     assert wmt14.download_wmt14(data, sources=table, progress=False) == counts
-    assert len(server.requests) == len(table)  # finished: no request at all
+    assert len(server.requests) == len(table) + 2  # finished: no request at all
     (data / "train.en").unlink()
     assert wmt14.download_wmt14(data, sources=table, progress=False) == counts
-    assert len(server.requests) == len(table)  # rebuilt from the verified archives
+    assert len(server.requests) == len(table) + 2  # rebuilt from the archives and sacreBLEU's cache
     assert _lines(data / "train.en") == TRAIN_EN
 
 
-def test_a_subset_of_corpora_keeps_their_order(tmp_path, server):
-    table = _publish(tmp_path / "www" / "statmt")
+def test_a_subset_of_corpora_keeps_their_order(tmp_path, server, monkeypatch):
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     data = tmp_path / "data"
     counts = wmt14.download_wmt14(
         data, server.url, ["giga", "europarl"], sources=table, progress=False
@@ -208,8 +236,8 @@ def _closed_port() -> int:
 
 @pytest.mark.filterwarnings("ignore:.*no published checksum")
 @pytest.mark.parametrize("fault", ["checksum", "404", "truncated", "truncated unpinned", "down"])
-def test_a_bad_download_fails_in_one_line_and_leaves_nothing(tmp_path, server, fault):
-    table = _publish(tmp_path / "www" / "statmt")
+def test_a_bad_download_fails_in_one_line_and_leaves_nothing(tmp_path, server, fault, monkeypatch):
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     first = table["europarl"]  # fetched first: nothing else is on disk when it fails
     if fault == "checksum":
         table["europarl"] = dataclasses.replace(first, sha256="0" * 64)
@@ -235,16 +263,16 @@ def test_a_bad_download_fails_in_one_line_and_leaves_nothing(tmp_path, server, f
     assert server.requests == ([] if fault == "down" else [first.path])
 
 
-def test_an_unpinned_archive_warns_with_its_sha256(tmp_path, server):
-    table = _publish(tmp_path / "www" / "statmt")
+def test_an_unpinned_archive_warns_with_its_sha256(tmp_path, server, monkeypatch):
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     sha = table["un"].sha256
     table["un"] = dataclasses.replace(table["un"], sha256=None)
     with pytest.warns(UserWarning, match=f"training-parallel-un.tgz: no published checksum.*{sha}"):
         wmt14.download_wmt14(tmp_path / "data", server.url, sources=table, progress=False)
 
 
-def test_a_stored_archive_that_fails_its_checksum_is_fetched_again(tmp_path, server):
-    table = _publish(tmp_path / "www" / "statmt")
+def test_a_stored_archive_that_fails_its_checksum_is_fetched_again(tmp_path, server, monkeypatch):
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     stale = tmp_path / "data" / "downloads" / "training-parallel-nc-v9.tgz"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"stale")
@@ -256,23 +284,26 @@ def test_a_stored_archive_that_fails_its_checksum_is_fetched_again(tmp_path, ser
     ("edit", "match"),
     [
         ({"training/europarl-v7.fr-en.fr": b"one\n"}, "fr-en.en has 2 lines but .*fr-en.fr has 1"),
-        ({"test-full/newstest2014-fren-ref.fr.sgm": b"<refset>\n"}, "src.en.sgm has 2 segments"),
+        (
+            {"test-full/newstest2014-fren-ref.fr.sgm": b"<refset>\n"},
+            "src has 2 lines but .*ref has 0",
+        ),
     ],
     ids=["training sides", "test segments"],
 )
-def test_misaligned_sides_are_refused(tmp_path, server, edit, match):
+def test_misaligned_sides_are_refused(tmp_path, server, edit, match, monkeypatch):
     name = "europarl" if "europarl" in next(iter(edit)) else "newstest2014"
-    table = _publish(tmp_path / "www" / "statmt", {name: edit})
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch, {name: edit})
     with pytest.raises(DataError, match=match) as err:
         wmt14.download_wmt14(tmp_path / "data", server.url, sources=table, progress=False)
-    assert table[name].path in str(err.value)
+    assert (table[name].path if name in table else "wmt14/full") in str(err.value)
     assert not any((tmp_path / "data" / out).exists() for out in OUTPUTS)
     assert _leftovers(tmp_path) == []
 
 
-def test_a_missing_member_is_named(tmp_path, server):
+def test_a_missing_member_is_named(tmp_path, server, monkeypatch):
     source = wmt14.SOURCES["commoncrawl"]
-    table = _publish(tmp_path / "www" / "statmt")
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
     _write_tar(tmp_path / "www" / "statmt" / source.path, {source.members[0]: b"only English\n"})
     table["commoncrawl"] = dataclasses.replace(table["commoncrawl"], sha256=None)
     with pytest.warns(UserWarning), pytest.raises(DataError, match="has no member commoncrawl"):
@@ -283,7 +314,7 @@ def test_a_missing_member_is_named(tmp_path, server):
 
 
 def test_the_data_module_downloads_only_when_files_are_missing(tmp_path, server, monkeypatch):
-    monkeypatch.setattr(wmt14, "SOURCES", _publish(tmp_path / "www" / "statmt"))
+    monkeypatch.setattr(wmt14, "SOURCES", _publish(tmp_path / "www" / "statmt", monkeypatch))
     monkeypatch.setenv(wmt14.MIRROR_ENV, server.url)
     data = tmp_path / "wmt"
     splits = {"val": "newstest2013", "test": "newstest2014"}
@@ -294,8 +325,26 @@ def test_the_data_module_downloads_only_when_files_are_missing(tmp_path, server,
     assert server.requests == [] and not data.exists()
     module = ParallelTextDataModule(data_dir=str(data), download=True, **splits)
     assert module.references("test") == READ["newstest2014"][1]  # fetched before reading
-    assert len(server.requests) == len(wmt14.SOURCES)
+    assert len(server.requests) == len(wmt14.SOURCES) + 2
     again = ParallelTextDataModule(data_dir=str(data), download=True, **splits)
     again.prepare_data()
     assert again.references("val") == READ["newstest2013"][1]
-    assert len(server.requests) == len(wmt14.SOURCES)
+    assert len(server.requests) == len(wmt14.SOURCES) + 2
+
+
+@pytest.mark.parametrize("fault", ["checksum", "404"])
+def test_a_bad_test_set_download_fails_in_one_line_and_is_not_kept(
+    tmp_path, server, fault, monkeypatch
+):
+    from sacrebleu.dataset import DATASETS
+
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
+    if fault == "checksum":
+        DATASETS["wmt13"].md5 = ["0" * 32]
+    else:
+        (tmp_path / "www" / "statmt" / "wmt13" / "test.tgz").unlink()
+    with pytest.raises(DataError, match="wmt13/test.tgz: sacreBLEU could not fetch its test set"):
+        wmt14.download_wmt14(tmp_path / "data", server.url, sources=table, progress=False)
+    assert not any((tmp_path / "data" / out).exists() for out in OUTPUTS)
+    raw = Path(DATASETS["wmt13"]._rawdir)
+    assert not list(raw.glob("*.tgz"))  # the next try downloads again

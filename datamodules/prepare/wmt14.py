@@ -14,15 +14,15 @@ Train on it with ``--data.data_dir data/wmt14-enfr --data.download true --data.v
 
 Text is copied as it is: no cleaning, deduplication or length filter (the data module skips
 pairs with an empty side and drops long training pairs). Invalid UTF-8 bytes become U+FFFD and a
-trailing ``\\r`` is dropped, so every output is UTF-8 with ``\\n`` line ends. Test sets are read
-from their SGM files the way sacreBLEU reads them (the text between ``<seg ...>`` and
-``</seg>``, whitespace collapsed, entities left alone), so ``newstest2014.fr`` is what
-``sacrebleu -t wmt14/full -l en-fr --echo ref`` prints. The SGM files are not well-formed XML,
-which is why a regular expression reads them, as in sacreBLEU, rather than ``xml.etree``.
+trailing ``\\r`` is dropped, so every output is UTF-8 with ``\\n`` line ends. The test sets come
+from sacreBLEU itself (:data:`TEST_SETS`: its ``wmt13`` and ``wmt14/full``, English-French): it
+downloads them, checks the md5 it ships, converts the SGM and caches the text in ``$SACREBLEU``
+(default ``~/.sacrebleu``), so ``newstest2014.fr`` is exactly what
+``sacrebleu -t wmt14/full -l en-fr --echo ref`` prints and what BLEU is scored against.
 
-Integrity. statmt.org publishes no checksums. :data:`SOURCES` pins what can be stated honestly:
-the md5 sums sacreBLEU 2.6 ships for the two test-set archives, and the size of
-``training-giga-fren.tar`` recorded in older download scripts. The four ``.tgz`` training
+Integrity. statmt.org publishes no checksums for the training archives. :data:`SOURCES` pins
+what can be stated honestly: the size of ``training-giga-fren.tar`` recorded in older download
+scripts. The four ``.tgz`` training
 archives have no pinned checksum: they are checked by gzip's own CRC-32 and length trailer
 while being extracted (which catches truncation and corruption, not a substituted file), and a
 warning gives the sha256 of what was fetched, so it can be pinned. Every download goes to a
@@ -32,11 +32,11 @@ written to a temporary file and renamed at the end, so a failure leaves nothing 
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import json
 import os
-import re
 import sys
 import tarfile
 import warnings
@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
+from datamodules.text_files import read_lines
 from zoo.errors import DataError, UserError
 from zoo.files import commit, file_digest, one_line, reuse_or_download, temp_beside
 
@@ -66,8 +67,7 @@ class Source:
 
     Attributes:
         path: under the host (:data:`STATMT` or a mirror), e.g. ``wmt14/test-full.tgz``.
-        members: the English and the French member (``.gz`` members are decompressed, ``.sgm``
-            members are read as SGM test sets).
+        members: the English and the French member (``.gz`` members are decompressed).
         sha256, md5, size: what the download must match; ``None`` where nothing is published.
     """
 
@@ -78,8 +78,8 @@ class Source:
     size: int | None = None
 
 
-#: Training corpora, in the order they are concatenated, then the two test sets. Member names as
-#: in fairseq's ``examples/translation/prepare-wmt14en2fr.sh`` and sacreBLEU's dataset table.
+#: Training corpora, in the order they are concatenated. Member names as in fairseq's
+#: ``examples/translation/prepare-wmt14en2fr.sh``.
 SOURCES: dict[str, Source] = {
     "europarl": Source(
         "wmt13/training-parallel-europarl-v7.tgz",
@@ -100,18 +100,10 @@ SOURCES: dict[str, Source] = {
         ("giga-fren.release2.fixed.en.gz", "giga-fren.release2.fixed.fr.gz"),
         size=2_595_102_720,  # as third-party download scripts record it; 253,428 tar records
     ),
-    VALID: Source(  # sacreBLEU's "wmt13" (its md5)
-        "wmt13/test.tgz",
-        ("test/newstest2013-src.en.sgm", "test/newstest2013-src.fr.sgm"),
-        md5="48eca5d02f637af44e85186847141f67",
-    ),
-    TEST: Source(  # sacreBLEU's "wmt14/full", all 3,003 sentences (its md5)
-        "wmt14/test-full.tgz",
-        ("test-full/newstest2014-fren-src.en.sgm", "test-full/newstest2014-fren-ref.fr.sgm"),
-        md5="a8cd784e006feb32ac6f3d9ec7eb389a",
-    ),
 }
 CORPORA = ("europarl", "commoncrawl", "un", "news-commentary", "giga")
+#: Validation and test sets by sacreBLEU's names: output prefix -> (test set, language pair).
+TEST_SETS = {VALID: ("wmt13", "en-fr"), TEST: ("wmt14/full", "en-fr")}
 
 
 def download_wmt14(
@@ -165,7 +157,8 @@ def download_wmt14(
     try:
         counts = _write_train(fetch, sources, corpora, temps["train.en"], temps["train.fr"])
         for prefix in (VALID, TEST):
-            src, tgt = _read_test_set(fetch, prefix, sources[prefix])
+            src, tgt = sacrebleu_test_set(*TEST_SETS[prefix], mirror=host)
+            fetch.log(f"{prefix}: {len(src):,} pairs")
             counts[prefix] = len(src)
             _write_lines(temps[f"{prefix}.en"], src)
             _write_lines(temps[f"{prefix}.fr"], tgt)
@@ -225,17 +218,41 @@ def _write_train(
     return counts
 
 
-def _read_test_set(fetch: _Fetcher, prefix: str, source: Source) -> tuple[list[str], list[str]]:
-    """The English and French segments of an SGM test set, checked to be aligned."""
-    with fetch(source) as (archive, origin):
-        segments = _extract(archive, source, origin, {m: read_sgm for m in source.members})
-    (en_member, en), (fr_member, fr) = ((m, segments[m]) for m in source.members)
-    if len(en) != len(fr):
+def sacrebleu_test_set(
+    name: str, langpair: str, mirror: str | None = None
+) -> tuple[list[str], list[str]]:
+    """The source and reference lines of sacreBLEU's test set ``name`` (e.g. ``wmt14/full``,
+    ``en-fr``): downloaded, md5-checked, converted and cached by sacreBLEU (``$SACREBLEU``).
+
+    Args:
+        mirror: a base URL that replaces statmt.org in sacreBLEU's URLs (same paths).
+
+    Raises:
+        DataError: one line naming the URL: a failed download or a checksum mismatch (the bad
+            archive is removed, so the next try downloads again), or sides of different lengths.
+    """
+    from sacrebleu.dataset import DATASETS
+
+    dataset = copy.copy(DATASETS[name])
+    if mirror and mirror.rstrip("/") != STATMT:
+        dataset.data = [f"{mirror.rstrip('/')}/{url.split('/', 3)[3]}" for url in dataset.data]
+    try:
+        src_path = dataset.get_source_file(langpair)
+        ref_path = dataset.get_reference_files(langpair)[0]
+    except (SystemExit, OSError) as err:  # sacreBLEU exits on a bad checksum
+        for url in dataset.data:
+            Path(dataset._rawdir, dataset._get_tarball_filename(url)).unlink(missing_ok=True)
+        why = one_line(err) if isinstance(err, OSError) else "wrong md5 sum, see the log above"
         raise DataError(
-            f"{origin}: {en_member} has {len(en):,} segments but {fr_member} has {len(fr):,}"
+            f"{', '.join(dataset.data)}: sacreBLEU could not fetch its test set {name} ({why})"
+        ) from None
+    src, ref = read_lines(src_path), read_lines(ref_path)
+    if len(src) != len(ref):
+        raise DataError(
+            f"sacreBLEU's {name} ({langpair}): {src_path} has {len(src):,} lines but {ref_path} "
+            f"has {len(ref):,}"
         )
-    fetch.log(f"{prefix}: {len(en):,} pairs")
-    return en, fr
+    return src, ref
 
 
 # --------------------------------------------------------------------------------- downloads
@@ -318,18 +335,6 @@ def _copy_lines(member: IO[bytes], out: IO[str], name: str, progress: bool) -> i
                 bar.update(65536)
         bar.update(count % 65536)
     return count
-
-
-_SEG = re.compile(r"<seg.*?>(.*)</seg>.*?")  # as sacrebleu.dataset.fake_sgml reads SGM
-_SPACE = re.compile(r"\s+")
-
-
-def read_sgm(member: IO[bytes]) -> list[str]:
-    """The segments of a WMT SGM file, as sacreBLEU extracts them (its ``_convert_format``)."""
-    lines = (raw.decode("utf-8") for raw in member)
-    return [
-        _SPACE.sub(" ", _SEG.sub(r"\1", line).strip()) for line in lines if line.startswith("<seg ")
-    ]
 
 
 # ------------------------------------------------------------------------------------ helpers
