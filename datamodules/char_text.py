@@ -26,11 +26,21 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from datamodules.text_files import map_bytes, read_text
+from datamodules.text_files import read_bytes, read_text
 from datamodules.vocab import CharVocab, code_points
 from zoo.errors import DataError
 
 BUNDLED_SHAKESPEARE = Path(__file__).resolve().parent / "data" / "shakespeare.txt.gz"
+
+
+def map_bytes(path: Path) -> np.ndarray:
+    """A file's bytes as a uint8 array: memory-mapped (copy-on-write, never written) when the
+    file is plain, decompressed into memory when it ends in ``.gz``."""
+    if path.suffix == ".gz" or not path.is_file():
+        return np.frombuffer(bytearray(read_bytes(path)), dtype=np.uint8)
+    if not path.stat().st_size:
+        return np.zeros(0, np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="c")
 
 
 class StreamLoader:
@@ -198,7 +208,7 @@ class CharTextDataModule(pl.LightningDataModule):
         counts = np.zeros(256, np.int64)
         for start in range(0, n_train, 1 << 24):  # in pieces: no int64 copy of the corpus
             counts += np.bincount(raw[start : min(start + (1 << 24), n_train)], minlength=256)
-        self._vocab = CharVocab.from_points(np.flatnonzero(counts).astype(np.uint32))
+        self._vocab = CharVocab.from_points(np.flatnonzero(counts).astype(np.uint32), "byte")
         self._table = self._vocab.encode_points(np.arange(256, dtype=np.uint32)).long()
         self._bytes = raw  # the mapped file (or the decompressed bytes)
         self._set_splits(torch.from_numpy(raw), n_train, n_val)

@@ -310,9 +310,10 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
                 shard_path(path, r, shards).is_file() for r in range(shards)
             )
             if not complete and (shards > 1 or rank == 0) and not target.is_file():
-                rows = shard_rows(len(pictures), rank, shards)
+                every = list(pictures.values())
                 write_features(
-                    target, encoder, [list(pictures.values())[i] for i in rows], self._picture,
+                    target, encoder, [every[i] for i in shard_rows(len(every), rank, shards)],
+                    self._picture,
                     self.hparams.eval_batch_size, self.hparams.num_workers, torch.device(device),
                     progress=rank == 0 and sys.stderr.isatty(),
                 )  # fmt: skip

@@ -135,15 +135,20 @@ def epoch_batches(
     With ``max_tokens``, batches count tokens instead (fairseq's ``--max-tokens``): each batch is
     as many consecutive pairs as keep ``pairs x longest row`` (rows with ``</s>`` or ``<s>``, so
     length + 1) within ``max_tokens``; chunks then hold about ``BUCKET_BATCHES`` such batches.
+    As in fairseq, those batches are cut once (they depend on ``seed`` only) and only their order
+    changes from epoch to epoch, so every epoch has the same number of steps (Lightning counts
+    them once, for its progress and schedules).
 
     Args:
         lengths: ``(N,)`` source and ``(N,)`` target lengths.
     """
     src_len, tgt_len = lengths
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(src_len))
     if max_tokens is not None:
         batch_size = max(1, max_tokens // max(1, int(np.mean(np.maximum(src_len, tgt_len))) + 1))
+        order = np.random.default_rng([seed]).permutation(len(src_len))
+    else:
+        order = rng.permutation(len(src_len))
     if bucket:
         chunks = np.split(
             order, range(batch_size * BUCKET_BATCHES, len(order), batch_size * BUCKET_BATCHES)
@@ -153,10 +158,13 @@ def epoch_batches(
         batches = np.split(order, range(batch_size, len(order), batch_size))
     else:
         batches = np.split(order, token_cuts(np.maximum(src_len, tgt_len)[order] + 1, max_tokens))
+        if extra := len(batches) % world_size:  # the batches left over: others in each epoch
+            drop = set(rng.choice(len(batches), extra, replace=False).tolist())
+            batches = [b for i, b in enumerate(batches) if i not in drop]
     steps = [
         batches[s * world_size : (s + 1) * world_size] for s in range(len(batches) // world_size)
     ]
-    if bucket:
+    if bucket or max_tokens is not None:
         steps = [steps[s] for s in rng.permutation(len(steps))]
     return [batch for step in steps for batch in step]
 
@@ -257,8 +265,8 @@ class TrainLoader:
         return self._cached[1]
 
     def __len__(self) -> int:
-        if self.max_tokens is not None:  # the count of token batches differs by epoch
-            return len(self.batches())
+        if self.max_tokens is not None:  # the same in every epoch (see epoch_batches)
+            return len(self.batches(0))
         return -(-len(self.src) // self.batch_size) // self.world_size
 
     def __iter__(self) -> Iterator[Batch]:

@@ -7,8 +7,8 @@ Each split goes, once, through::
     files -> aligned UTF-8 lines -> skip pairs with an empty side -> tokens -> ids
           -> (training only) drop pairs over max_len tokens -> token-id store on disk
 
-in ``workers`` processes (:mod:`datamodules.token_store`), and every run and rank then memory-maps
-the store and cuts it into ``Batch(src, tgt_in, tgt_out, ...)``.
+in ``workers`` processes (:mod:`datamodules.token_store`), and every run and rank then reads the
+rows of its batches from the store and cuts them into ``Batch(src, tgt_in, tgt_out, ...)``.
 
 How rows and batches are laid out, and sharded under data parallelism (``trainer.global_rank``,
 ``trainer.world_size``), is :mod:`datamodules.pairs`; how sentences become ids and back is
@@ -72,7 +72,7 @@ class ParallelTextDataModule(pl.LightningDataModule):
         seed: seed of the training order; epoch ``e`` uses ``(seed, e)``.
         cache_dir: folder of the token-id store: splits and vocabularies, keyed by a hash of the
             files and settings, prepared once (by ``prepare_data`` on one process, or ahead of
-            time by ``rnn-zoo prepare translation``) and memory-mapped by every run and rank;
+            time by ``rnn-zoo prepare translation``) and read by row by every run and rank;
             ``None`` prepares into a folder of this process, removed at exit.
         workers: processes that tokenise while preparing.
         download: if ``data_dir`` lacks a split's files, download WMT'14 English-French into it
@@ -133,10 +133,10 @@ class ParallelTextDataModule(pl.LightningDataModule):
             raise UserError(f"tokenizer must be 'moses' or 'sentencepiece', not {tokenizer!r}")
         if batch_type not in ("sentences", "tokens"):
             raise UserError(f"batch_type must be 'sentences' or 'tokens', not {batch_type!r}")
-        if batch_type == "tokens" and max_tokens < max_len + 2:
+        if batch_type == "tokens" and max_tokens < max_len + 1:
             raise UserError(
                 f"data.max_tokens={max_tokens} cannot hold one pair of max_len={max_len} tokens; "
-                f"set it to at least {max_len + 2}"
+                f"set it to at least {max_len + 1}"
             )
         self.save_hyperparameters()
         self.data_dir = Path(data_dir) if data_dir else BUNDLED_BIBLE
@@ -234,8 +234,8 @@ class ParallelTextDataModule(pl.LightningDataModule):
         return SplitFiles(src, find_file(self.data_dir, self.prefixes[name], self.tgt_lang))
 
     def _split(self, name: str) -> StoredSplit:
-        """A split in ids (the training split filtered by ``max_len``), memory-mapped from the
-        store (prepared first if it is not there)."""
+        """A split in ids (the training split filtered by ``max_len``), read from the store
+        (prepared first if it is not there)."""
         if name not in self._splits:
             settings = {"tokenizer": self.tokenizer, **self._settings()}
             split = self.store.split(self._files(name), self.codec, settings, name == "train")
@@ -286,24 +286,25 @@ class ParallelTextDataModule(pl.LightningDataModule):
 
             download_wmt14(self.data_dir)
 
-    def prepare(self) -> dict[str, int]:
-        """Tokenise every configured split into the store (vocabularies from the training
+    def prepare(self, splits: Sequence[str] = SPLITS) -> dict[str, int]:
+        """Tokenise the configured ``splits`` into the store (vocabularies from the training
         split), in ``workers`` processes; returns the pairs kept per split."""
         try:
-            return {name: len(self._split(name)) for name in self._configured()}
+            return {name: len(self._split(name)) for name in self._configured() if name in splits}
         finally:
             self.store.close()
 
     def prepare_data(self) -> None:
-        """Download (with ``download``), then, when fitting, prepare the splits on this one
-        process; the other ranks memory-map what it wrote (a shared ``cache_dir``)."""
+        """Download (with ``download``), then, when fitting, prepare the training and validation
+        splits on this one process; the other ranks read what it wrote (a shared ``cache_dir``).
+        The test split is prepared when it is first read."""
         self._download()
         trainer = self.trainer
         if trainer is None or trainer.state.fn == "fit":
-            self.prepare()
+            self.prepare(("train", "val"))
 
     def setup(self, stage: str | None = None) -> None:
-        """Map the training and validation splits before fitting, so data errors come first.
+        """Open the training and validation splits before fitting, so data errors come first.
 
         Other stages read their split lazily, when the loader is made: after a checkpoint's
         vocabulary has been restored by :meth:`load_state_dict`.

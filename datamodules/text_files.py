@@ -7,8 +7,6 @@ import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from zoo.errors import DataError
 
 
@@ -25,16 +23,6 @@ def read_bytes(path: Path) -> bytes:
         except (OSError, EOFError) as err:
             raise DataError(f"{path}: not a valid gzip file ({err})") from None
     return raw
-
-
-def map_bytes(path: Path) -> np.ndarray:
-    """A file's bytes as a uint8 array: memory-mapped (copy-on-write, never written) when the
-    file is plain, decompressed into memory when it ends in ``.gz``."""
-    if path.suffix == ".gz" or not path.is_file():
-        return np.frombuffer(bytearray(read_bytes(path)), dtype=np.uint8)
-    if not path.stat().st_size:
-        return np.zeros(0, np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="c")
 
 
 def read_text(path: str | Path) -> str:

@@ -5,9 +5,9 @@ One split goes, once, through::
     text files -> Arrow rows (stripped src, tgt) -> [N processes] tokens -> [N processes] ids
                -> <root>/split-<key>/ (Arrow files: src ids, tgt ids, reference line; meta.json)
 
-and every later run, and every rank of a data-parallel run, maps those Arrow files into memory
-(:class:`StoredSplit`), so a process's memory does not grow with the corpus: a batch reads the
-pages of its own rows. The vocabularies (a Moses shortlist or SentencePiece models) are built from
+and every later run, and every rank of a data-parallel run, reads the rows its batches need from
+those files (:class:`StoredSplit`, one ``pread`` a row), so a process's memory does not grow with
+the corpus beyond each row's length and position. The vocabularies (a Moses shortlist or SentencePiece models) are built from
 the training split once too, and kept beside the splits as ``codec-<key>.pt``.
 
 Storage and the parallel map are Hugging Face ``datasets`` (Arrow files written in pieces,
@@ -38,7 +38,13 @@ import pyarrow.compute as pc
 import torch
 
 from datamodules.text_files import iter_pairs
-from datamodules.tokenizers import TextCodec, _digest, moses_words, train_sentencepiece
+from datamodules.tokenizers import (
+    TextCodec,
+    _digest,
+    _version,
+    moses_words,
+    train_sentencepiece,
+)
 from datamodules.vocab import Vocab
 from zoo.errors import DataError, UserError
 from zoo.files import atomic_path, sha256_of
@@ -61,7 +67,19 @@ class SplitFiles:
 
     def digest(self) -> str:
         files = (self.src, self.tgt) if self.tgt else (self.src,)
-        return _digest("tsv" if self.tgt is None else "pair", *(sha256_of(f) for f in files))
+        return _digest("tsv" if self.tgt is None else "pair", *(_file_sha(f) for f in files))
+
+
+_SHAS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha(path: Path) -> str:
+    """sha256 of a file, computed once per process for its path, size and modification time."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHAS:
+        _SHAS[key] = sha256_of(path)
+    return _SHAS[key]
 
 
 # ------------------------------------------------------------------------ reading a store
@@ -84,7 +102,7 @@ class StoredRows:
         size = int(self.lengths[i]) * 4
         return np.frombuffer(os.pread(self._fd, size, int(self.positions[i])), dtype="<i4")
 
-    def __getstate__(self) -> dict[str, Any]:  # a forked or pickled copy opens its own file
+    def __getstate__(self) -> dict[str, Any]:  # a pickled copy opens its own file
         return {**self.__dict__, "_fd": None}
 
     def __del__(self) -> None:
@@ -213,7 +231,7 @@ class TokenStore:
     def codec(self, train: SplitFiles, settings: dict[str, Any]) -> TextCodec:
         """The training split's vocabularies for ``settings`` (the data module's tokenizer,
         vocabulary sizes, languages, lowercase, max_len ...), built once and kept."""
-        key = _digest(STORE_VERSION, train.digest(), _settings_key(settings))
+        key = _digest(STORE_VERSION, train.digest(), _settings_key(settings), _versions())
         path = self.root / f"codec-{key}.pt"
         codec_settings = {k: settings[k] for k in _CODEC_FIELDS}
         if path.is_file():
@@ -244,21 +262,30 @@ class TokenStore:
         """The split in ids (training pairs over ``max_len`` dropped), built once and kept."""
         fingerprint = _fingerprint(codec)
         max_len = settings["max_len"] if train else None
-        key = _digest(STORE_VERSION, files.digest(), fingerprint, str(max_len))
+        key = _digest(
+            STORE_VERSION, files.digest(), fingerprint, str(max_len), _settings_key(settings),
+            _versions(),
+        )  # fmt: skip
         path = self.root / f"split-{key}"
-        if (path / "meta.json").is_file():
-            return StoredSplit(path)
+        if not (path / "meta.json").is_file():
+            try:
+                self._build(path, files, codec, settings, max_len)
+            finally:
+                self.close()  # the tokenised text of this process is not needed any more
+        return StoredSplit(path)
+
+    def _build(
+        self, path: Path, files: SplitFiles, codec: TextCodec, settings: dict, max_len: int | None
+    ) -> None:
         rows = self._tokenised(files, settings)
         ids = rows.map(
             _ids, batched=True, batch_size=MAP_BATCH, num_proc=self._num_proc(len(rows)),
             fn_kwargs={"codec": codec, "max_len": max_len}, features=_features("ids"),
-            load_from_cache_file=False, new_fingerprint=f"ids-{key}",
-            cache_file_name=str(self._scratch() / f"ids-{key}.arrow"), desc="ids",
+            load_from_cache_file=False, new_fingerprint=f"ids-{path.name}",
+            cache_file_name=str(self._scratch() / f"ids-{path.name}.arrow"), desc="ids",
         )  # fmt: skip
-        if train and not len(ids):
-            raise DataError(
-                f"{files.origin}: every pair is longer than max_len={settings['max_len']}"
-            )
+        if max_len is not None and not len(ids):
+            raise DataError(f"{files.origin}: every pair is longer than max_len={max_len}")
         meta = {
             "origin": files.origin, "pairs": len(ids),
             "skipped_empty": self._texts[files][1], "dropped_long": len(rows) - len(ids),
@@ -271,12 +298,11 @@ class TokenStore:
             _write_index(tmp, tmp / meta["file"])
             (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
             os.rename(tmp, path)
-        except OSError:
+        except OSError as err:
             if not (path / "meta.json").is_file():  # else another process got there first
-                raise
+                raise _unwritable(self.root, err) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return StoredSplit(path)
 
     def close(self) -> None:
         """Remove this process's intermediate files (tokenised text)."""
@@ -292,8 +318,12 @@ class TokenStore:
 
     def _scratch(self) -> Path:
         if self._work is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._work = Path(tempfile.mkdtemp(prefix=".work-", dir=self.root))
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._work = Path(tempfile.mkdtemp(prefix=".work-", dir=self.root))
+            except OSError as err:
+                raise _unwritable(self.root, err) from None
+            atexit.register(shutil.rmtree, self._work, ignore_errors=True)  # if never closed
         return self._work
 
     def _tokenised(self, files: SplitFiles, settings: dict[str, Any]) -> Any:
@@ -324,6 +354,18 @@ class TokenStore:
 
 
 _CODEC_FIELDS = ("src_lang", "tgt_lang", "lowercase", "max_len", "reverse_source")
+
+
+def _unwritable(root: Path, err: OSError) -> UserError:
+    return UserError(
+        f"{root}: cannot write the token store here ({err.strerror or err}); set data.cache_dir "
+        "to a folder you can write"
+    )
+
+
+def _versions() -> str:
+    """The tokenisers' versions: a new release may split words or pieces differently."""
+    return " ".join(f"{p}={_version(p)}" for p in ("sacremoses", "sentencepiece"))
 
 
 def _settings_key(settings: dict[str, Any]) -> str:

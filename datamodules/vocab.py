@@ -25,9 +25,16 @@ def code_points(text: str) -> np.ndarray:
 
 
 class CharVocab:
-    """Code-point vocabulary. Index 0 is reserved for characters unseen in training."""
+    """Code-point vocabulary. Index 0 is reserved for characters unseen in training.
 
-    def __init__(self, chars: Sequence[str]) -> None:
+    With ``unit="byte"`` the symbols are bytes (``chr(0)`` .. ``chr(255)`` stand for them): text
+    is encoded to UTF-8 before it is looked up, and ids decode to bytes, then to UTF-8 text.
+    """
+
+    def __init__(self, chars: Sequence[str], unit: str = "char") -> None:
+        if unit not in ("char", "byte"):
+            raise ValueError(f"unit must be 'char' or 'byte', not {unit!r}")
+        self.unit = unit
         chars = list(chars)
         if not chars or chars[0] != UNK_CHAR:
             chars = [UNK_CHAR, *[c for c in chars if c != UNK_CHAR]]
@@ -37,14 +44,20 @@ class CharVocab:
         self._index = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def from_points(cls, points: np.ndarray) -> CharVocab:
-        return cls([UNK_CHAR, *(chr(p) for p in np.unique(points))])
+    def from_points(cls, points: np.ndarray, unit: str = "char") -> CharVocab:
+        return cls([UNK_CHAR, *(chr(p) for p in np.unique(points))], unit)
 
     def __len__(self) -> int:
         return len(self.chars)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharVocab) and self.chars == other.chars
+        return isinstance(other, CharVocab) and (self.chars, self.unit) == (other.chars, other.unit)
+
+    def points(self, text: str) -> np.ndarray:
+        """What the symbols of ``text`` are: its code points, or its UTF-8 bytes."""
+        if self.unit == "byte":
+            return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint32)
+        return code_points(text)
 
     def encode_points(self, points: np.ndarray) -> Tensor:
         """Code points -> ids (0 for unknown), vectorised with a binary search."""
@@ -57,19 +70,24 @@ class CharVocab:
     def encode(self, text: str, strict: bool = False) -> Tensor:
         """Text -> ids. With ``strict``, characters outside the vocabulary raise ValueError."""
         if strict:
-            unknown = sorted({c for c in text if c not in self._index or c == UNK})
+            symbols = text if self.unit == "char" else text.encode("utf-8").decode("latin-1")
+            unknown = sorted({c for c in symbols if c not in self._index or c == UNK_CHAR})
             if unknown:
                 shown = "".join(unknown[:10])
                 raise ValueError(
                     f"characters not in the model's vocabulary: {shown!r}; "
                     "remove them from the text"
                 )
-        return self.encode_points(code_points(text)).long()
+        return self.encode_points(self.points(text)).long()
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         if isinstance(ids, Tensor):
             ids = ids.tolist()
-        return "".join(self.chars[i] for i in ids)
+        text = "".join(self.chars[i] for i in ids)
+        if self.unit == "byte":  # chr(b) stands for byte b; the unknown symbol for none
+            data = b"".join(bytes([ord(c)]) if ord(c) < 256 else c.encode() for c in text)
+            return data.decode("utf-8", errors="replace")
+        return text
 
 
 class Vocab:

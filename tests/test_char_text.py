@@ -144,6 +144,10 @@ def test_byte_unit_counts_utf8_bytes_and_reads_gzip(tmp_path):
     by_bytes = CharTextDataModule([str(path)], batch_size=2, seq_len=10, unit="byte")
     assert len(chars.split("train")) < len(by_bytes.split("train"))  # é and è are 2 bytes
     assert by_bytes.vocab_size == chars.vocab_size + 1  # 0xc3 + 0xa9 + 0xa8 for é, è
+    vocab = by_bytes.vocab
+    assert vocab.unit == "byte" and len(vocab.encode("é")) == 2 and len(vocab.encode("ç")) == 2
+    assert vocab.decode(vocab.encode("café crème")) == "café crème"
+    assert vocab.decode(vocab.encode("ça")) == "\ufffd\ufffda"  # ç's two bytes were never seen
     with pytest.raises(DataError, match="data.unit must be 'char' or 'byte'"):
         CharTextDataModule([str(path)], unit="word")
 
@@ -154,6 +158,7 @@ def test_a_byte_model_learns(tmp_path, one_thread):
     import pytorch_lightning as pl
 
     from zoo.cores import LSTM
+    from zoo.predict.char_lm import CharLM
     from zoo.tasks.char_lm import CharLanguageModel
 
     path = tmp_path / "abc.bin"
@@ -170,3 +175,8 @@ def test_a_byte_model_learns(tmp_path, one_thread):
     trainer.fit(task, datamodule=dm)
     (result,) = trainer.test(task, datamodule=dm, verbose=False)
     assert result["test/bpc"] < 0.2  # log2(7) = 2.8 bits when nothing is learnt
+    checkpoint = {}
+    task.on_save_checkpoint(checkpoint)
+    lm = CharLM.build(task.model.config(), task.model.state_dict(), checkpoint)
+    assert lm.vocab == dm.vocab and lm.vocab.unit == "byte"
+    assert lm.evaluate(bytes(range(7)).decode() * 60, seq_len=20)["bpc"] < 0.3

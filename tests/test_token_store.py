@@ -85,6 +85,14 @@ def test_a_failed_preparation_leaves_no_entry(corpus, tmp_path, monkeypatch):
     assert make(corpus, cache).prepare()["val"] == 20  # and the next try builds it
 
 
+def test_a_setting_that_changes_the_ids_gets_its_own_entry(corpus, tmp_path):
+    first = make(corpus, tmp_path / "cache")
+    second = make(corpus, tmp_path / "cache", lowercase=True)
+    second.load_state_dict(first.state_dict())  # the same vocabularies, as from a checkpoint
+    assert second.codec.src_vocab == first.codec.src_vocab
+    assert first._split("val").path != second._split("val").path
+
+
 # ------------------------------------------------------------------------------ token batches
 def test_token_batches_hold_max_tokens_and_cover_the_epoch_once():
     rng = np.random.default_rng(2)
@@ -98,6 +106,10 @@ def test_token_batches_hold_max_tokens_and_cover_the_epoch_once():
     assert min(sizes) < 15 < 30 < max(sizes)  # long pairs in small batches, short in large
     again = epoch_batches((src, tgt), 0, seed=0, epoch=0, max_tokens=640)
     assert all(np.array_equal(x, y) for x, y in zip(batches, again))
+    later = epoch_batches((src, tgt), 0, seed=0, epoch=1, max_tokens=640)
+    assert len(later) == len(batches)  # as many steps in every epoch, in another order
+    assert sorted(map(tuple, later)) == sorted(map(tuple, batches))
+    assert not all(np.array_equal(x, y) for x, y in zip(batches, later))
 
 
 def test_token_batches_shard_over_ranks_and_resume_mid_epoch():
@@ -126,8 +138,8 @@ def test_the_data_module_batches_by_tokens(corpus, tmp_path):
 
 
 def test_bad_batch_settings_are_refused_in_one_line(corpus, tmp_path):
-    with pytest.raises(UserError, match="max_tokens=20 cannot hold one pair of max_len=25"):
-        make(corpus, tmp_path, batch_type="tokens", max_tokens=20)
+    with pytest.raises(UserError, match="max_tokens=25 cannot hold one pair of max_len=25"):
+        make(corpus, tmp_path, batch_type="tokens", max_tokens=25)
     with pytest.raises(UserError, match="batch_type must be 'sentences' or 'tokens'"):
         make(corpus, tmp_path, batch_type="words")
     with pytest.raises(UserError, match="workers is too small"):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import functools
 import gzip
+import http.client
 import json
 import os
 import sys
@@ -239,10 +240,11 @@ def sacrebleu_test_set(
     try:
         src_path = dataset.get_source_file(langpair)
         ref_path = dataset.get_reference_files(langpair)[0]
-    except (SystemExit, OSError) as err:  # sacreBLEU exits on a bad checksum
+    except (SystemExit, OSError, http.client.HTTPException, tarfile.TarError) as err:
+        # sacreBLEU exits (SystemExit) on a wrong md5 sum or an SSL error, after logging why
         for url in dataset.data:
             Path(dataset._rawdir, dataset._get_tarball_filename(url)).unlink(missing_ok=True)
-        why = one_line(err) if isinstance(err, OSError) else "wrong md5 sum, see the log above"
+        why = "see sacreBLEU's message above" if isinstance(err, SystemExit) else one_line(err)
         raise DataError(
             f"{', '.join(dataset.data)}: sacreBLEU could not fetch its test set {name} ({why})"
         ) from None

@@ -142,7 +142,7 @@ class CharLM(Predictor):
     """
 
     task = "char_lm"
-    extras = ("vocab",)
+    extras = ("vocab", "vocab_unit")
     required = ("vocab",)
 
     def __init__(self, model: CharRNN, vocab: CharVocab, meta: dict[str, Any] | None = None):
@@ -152,7 +152,7 @@ class CharLM(Predictor):
     @classmethod
     def build(cls, config: Any, state: dict[str, Tensor], extras: dict[str, Any]) -> CharLM:
         model = CharRNN.from_config(config)
-        vocab = CharVocab(extras["vocab"])
+        vocab = CharVocab(extras["vocab"], extras.get("vocab_unit") or "char")
         if len(vocab) != model.vocab_size:
             raise ValueError(f"vocab has {len(vocab)} characters, vocab_size is {model.vocab_size}")
         load_state(model, state)

@@ -41,14 +41,14 @@ def export_checkpoint(
         raise PretrainedError(f"name {name!r}: unknown task {task!r}; known: {list(predictors)}")
     cls = predictors[task]
     checkpoint = read_checkpoint(ckpt_path, task)
-    missing = [key for key in cls.extras if key not in checkpoint]
+    missing = [key for key in cls.required if key not in checkpoint]
     if missing:
         raise CheckpointError(
             f"{ckpt_path}: has no {', '.join(missing)}; was it saved before training began?"
         )
     predictor = cls.from_checkpoint_dict(checkpoint, ckpt_path)  # the model, checked
     config = checkpoint["hyper_parameters"].get("model")
-    extras = {key: checkpoint[key] for key in cls.extras}
+    extras = {key: checkpoint[key] for key in cls.extras if key in checkpoint}
     try:
         write_file(
             out_path, predictor.model, name=name, task=task, config=config, extras=extras,

@@ -22,7 +22,7 @@ from zoo.cores import (
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
-from zoo.tasks.common import FromCheckpoint, optimizers
+from zoo.tasks.common import FromCheckpoint, logging_step, optimizers
 
 
 class CharLanguageModel(FromCheckpoint, pl.LightningModule):
@@ -125,7 +125,8 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, state = self._nll(batch, self._train_state)
         self._train_state = detach_state(state)  # truncate BPTT here
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        if logging_step(self):
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], metric: MeanMetric) -> None:
@@ -174,6 +175,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.vocab is not None:
             checkpoint["vocab"] = list(self.vocab.chars)
+            checkpoint["vocab_unit"] = self.vocab.unit
         state = self._train_state
         if state is not None:
             checkpoint["tbptt_state"] = list(state_parts(state))
@@ -181,7 +183,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vocab" in checkpoint:
-            self.vocab = CharVocab(checkpoint["vocab"])
+            self.vocab = CharVocab(checkpoint["vocab"], checkpoint.get("vocab_unit", "char"))
         saved = checkpoint.get("tbptt_state")
         if saved is not None:
             self._train_state = state_from_parts(saved)
