@@ -257,9 +257,7 @@ class ZooCLI(LightningCLI):
         if logger not in (None, True):
             return logger
         mode = wandb_mode()
-        if mode == "disabled":
-            return run_loggers(run, True)[1:]
-        return run_loggers(run, mode == "offline", log_model)
+        return run_loggers(run, mode == "offline", log_model, wandb=mode != "disabled")
 
     def _added_callbacks(self, config: dict[str, Any], listed: list, run: Run | None) -> list:
         """What rnn-zoo adds unless the recipe brings its own: a rich progress bar (unless bars

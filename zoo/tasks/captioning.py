@@ -118,8 +118,10 @@ class CaptioningTask(common.FromCheckpoint, pl.LightningModule):
         loss = nll
         if penalty is not None and self.attention_penalty:
             loss = nll + self.attention_penalty * penalty
-            self.log("train/attention_penalty", penalty, batch_size=len(batch))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        if common.logging_step(self):
+            if penalty is not None and self.attention_penalty:
+                self.log("train/attention_penalty", penalty, batch_size=len(batch))
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _eval_step(self, batch: Batch, metric: MeanMetric, beam_size: int) -> None:

@@ -4,6 +4,7 @@ carry so that a predictor can be rebuilt from them."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -77,8 +78,17 @@ def optimizers(
     if lr_scheduler is None:
         return opt
     if frequency < 1:  # a fraction of an epoch, in this run's training batches per epoch
-        module.trainer.estimated_stepping_batches  # noqa: B018 - sets num_training_batches
-        interval, frequency = "step", max(1, int(module.trainer.num_training_batches * frequency))
+        trainer = module.trainer
+        if (
+            trainer.train_dataloader is None
+        ):  # as estimated_stepping_batches, even with max_epochs -1
+            trainer.fit_loop.setup_data()
+        if not math.isfinite(trainer.num_training_batches):
+            raise UserError(
+                f"scheduler_frequency={frequency} is a fraction of an epoch, but the training "
+                "loader has no length; give a whole number of epochs or steps"
+            )
+        interval, frequency = "step", max(1, int(trainer.num_training_batches * frequency))
     config = {"scheduler": lr_scheduler(opt), "interval": interval, "frequency": int(frequency)}
     return {"optimizer": opt, "lr_scheduler": config}
 
@@ -129,6 +139,22 @@ def model_hparams(task: str, model: Any, **extra: Any) -> dict[str, Any]:
         "model_class": f"{cls.__module__}.{cls.__qualname__}",
         **extra,
     }
+
+
+def logging_step(module: pl.LightningModule) -> bool:
+    """Whether this training step's values reach the loggers (every ``log_every_n_steps``, and
+    the last step): a task logs its per-step values only then. Each ``self.log`` costs Lightning
+    about 0.7 ms (it moves its stored metric to the value's device), a tenth of a GPU step, while
+    the values of the other steps are never written. The progress bar and callbacks see the last
+    logged value (a ``ModelCheckpoint`` on ``train/loss`` should save on logging steps)."""
+    trainer = module._trainer
+    if trainer is None:
+        return True
+    connector = getattr(trainer, "_logger_connector", None)
+    last = 0 < trainer.max_steps <= trainer.global_step + 1 or (
+        trainer.is_last_batch and trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
+    )
+    return bool(getattr(connector, "should_update_logs", True) or trainer.fast_dev_run or last)
 
 
 def log_images(module: pl.LightningModule, key: str, images: list, captions: list[str]) -> None:

@@ -58,8 +58,12 @@ class Run:
 
 
 def new_run_id() -> str:
-    """Sortable and unique: ``20261201-143512-3fa9``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    """Sortable and unique: ``20261201-143512-3e7a``, the start time, then its milliseconds in
+    three hex digits (so runs of one second still sort in the order they started) and a random
+    one."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{int(now % 1 * 1000):03x}{secrets.token_hex(1)[0]}"
 
 
 def shared_run_id() -> str:
@@ -154,14 +158,20 @@ def compact_config(node: Any) -> Any:
     return node
 
 
-def run_loggers(run: Run, offline: bool, log_model: bool | str = False) -> list[Logger]:
-    """A W&B run and a CSV file, both in the run's folder (``trainer.log_dir`` is that folder)."""
-    if log_model and offline:
+def run_loggers(
+    run: Run, offline: bool, log_model: bool | str = False, wandb: bool = True
+) -> list[Logger]:
+    """A W&B run (unless ``wandb`` is False: ``WANDB_MODE=disabled``) and a CSV file, both in the
+    run's folder (``trainer.log_dir`` is that folder)."""
+    if log_model and (offline or not wandb):
         raise UserError(
             "--log_model uploads checkpoints to W&B, which an offline run cannot: set "
             "WANDB_API_KEY (or WANDB_MODE=online), or drop --log_model"
         )
-    wandb = WandbLogger(
+    csv_logger = RunCSVLogger(save_dir=run.folder, name="", version="")
+    if not wandb:
+        return [csv_logger]
+    wandb_logger = WandbLogger(
         project="rnn-zoo",
         save_dir=run.folder,
         name=run.name,
@@ -173,7 +183,7 @@ def run_loggers(run: Run, offline: bool, log_model: bool | str = False) -> list[
         offline=offline,
         log_model=log_model,
     )
-    return [wandb, RunCSVLogger(save_dir=run.folder, name="", version="")]
+    return [wandb_logger, csv_logger]
 
 
 class _AppendingWriter(ExperimentWriter):

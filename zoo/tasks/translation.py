@@ -129,7 +129,8 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _ = self._nll(batch, self.label_smoothing)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch))
+        if common.logging_step(self):
+            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _eval_step(self, batch: Batch, metric: MeanMetric, beams: dict[str, int]) -> Any:
