@@ -25,3 +25,7 @@ timeout 120 python -m zoo.cli $TINY --trainer.strategy ddp --trainer.devices 1 -
 tail -n 2 "$(find "$OUT/ddp" -name metrics.csv | head -1)"
 [ -n "${SKIP_SPEED:-}" ] || { echo "=== 5. Lightning task vs plain PyTorch loop on the GPU"
 timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 --batch 64 --steps 100; }
+[ -n "${SKIP_SPEED:-}" ] || { echo "=== 6. new cores against cuDNN (B=32, H=256, T = 100 / 512 / 2048)"
+timeout 150 python benchmarks/cores.py --device cuda --steps 100 512 2048; }
+[ -n "${SKIP_SPEED:-}" ] || { echo "=== 7. paper-size translation models, bf16 at the paper's batch: words/s, Lightning vs plain"
+timeout 240 python benchmarks/paper_scale.py --device cuda --only translation/sutskever-wmt14-enfr --steps 2; }
