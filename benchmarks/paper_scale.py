@@ -71,8 +71,7 @@ def recurrent_params(task: pl.LightningModule) -> int:
     from zoo.cores import RecurrentCore
 
     cores = [m for m in task.modules() if isinstance(m, RecurrentCore)]
-    inner = {id(p) for core in cores for p in core.parameters()}
-    return len(inner) and sum(p.numel() for p in task.parameters() if id(p) in inner)
+    return sum(p.numel() for core in cores for p in core.parameters())
 
 
 def table() -> None:

@@ -62,7 +62,6 @@ from datamodules.feature_cache import (
     encoder_digest,
     read_features,
     shard_path,
-    shard_rows,
     write_features,
 )
 from datamodules.images import default_transform, load_image
@@ -312,7 +311,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             if not complete and (shards > 1 or rank == 0) and not target.is_file():
                 every = list(pictures.values())
                 write_features(
-                    target, encoder, [every[i] for i in shard_rows(len(every), rank, shards)],
+                    target, encoder, [every[i] for i in shard(len(every), rank, shards)],
                     self._picture,
                     self.hparams.eval_batch_size, self.hparams.num_workers, torch.device(device),
                     progress=rank == 0 and sys.stderr.isatty(),

@@ -56,11 +56,6 @@ def shard_path(path: Path, rank: int, world_size: int) -> Path:
     return path.with_name(f"{path.stem}.{rank}-of-{world_size}.npy")
 
 
-def shard_rows(n: int, rank: int, world_size: int) -> np.ndarray:
-    """The contiguous rows of ``n`` that rank ``rank`` computes."""
-    return np.array_split(np.arange(n), world_size)[rank]
-
-
 class FeatureDataset(Dataset):
     """Items ``(features (S, F), caption ids, image id)`` read from a feature cache: row
     ``rows[image id]`` of ``features`` (N, S, F) (memory-mapped) instead of the picture."""

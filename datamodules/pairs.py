@@ -244,7 +244,9 @@ class TrainLoader:
         self.rank, self.world_size = rank, world_size
         self.epoch, self._epoch_fn, self.consumed = 0, epoch, consumed
         self._start = 0
-        if max_tokens is not None and len(self.batches(0)) < 1:
+        # token batches are cut once per run (see epoch_batches): so is their count
+        self._token_batches = len(self.batches(0)) if max_tokens is not None else 0
+        if max_tokens is not None and self._token_batches < 1:
             raise DataError(
                 f"has {len(src)} pairs, too few for {world_size} processes x max_tokens {max_tokens}"
             )
@@ -265,8 +267,8 @@ class TrainLoader:
         return self._cached[1]
 
     def __len__(self) -> int:
-        if self.max_tokens is not None:  # the same in every epoch (see epoch_batches)
-            return len(self.batches(0))
+        if self.max_tokens is not None:
+            return self._token_batches
         return -(-len(self.src) // self.batch_size) // self.world_size
 
     def __iter__(self) -> Iterator[Batch]:

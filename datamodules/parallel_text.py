@@ -30,8 +30,9 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from datamodules.pairs import EvalLoader, Ragged, TrainLoader
+from datamodules.stored_split import StoredSplit
 from datamodules.text_files import find_file, read_lines
-from datamodules.token_store import SplitFiles, StoredSplit, TokenStore, scratch_root
+from datamodules.token_store import SplitFiles, TokenStore, scratch_root
 from datamodules.tokenizers import TextCodec
 from datamodules.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from zoo.errors import DataError, UserError

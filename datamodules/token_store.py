@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -32,11 +31,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from datamodules.stored_split import StoredSplit, write_index
 from datamodules.text_files import iter_pairs
 from datamodules.tokenizers import (
     TextCodec,
@@ -80,83 +79,6 @@ def _file_sha(path: Path) -> str:
     if key not in _SHAS:
         _SHAS[key] = sha256_of(path)
     return _SHAS[key]
-
-
-# ------------------------------------------------------------------------ reading a store
-class StoredRows:
-    """One side's ids, read like :class:`pairs.Ragged` (``self[i]``, ``lengths``, ``len``) from
-    the split's Arrow file with one ``pread`` a row: only the rows a batch asks for are read,
-    and nothing stays mapped. (A memory-mapped file grew a reading process by about as much as
-    the file: the kernel maps the neighbouring pages of every row read.)"""
-
-    def __init__(self, path: Path, positions: np.ndarray, lengths: np.ndarray) -> None:
-        self.path, self.positions, self.lengths = path, positions, lengths
-        self._fd: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        size = int(self.lengths[i]) * 4
-        return np.frombuffer(os.pread(self._fd, size, int(self.positions[i])), dtype="<i4")
-
-    def __getstate__(self) -> dict[str, Any]:  # a pickled copy opens its own file
-        return {**self.__dict__, "_fd": None}
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-
-
-def _map_arrow(path: Path) -> tuple[pa.Table, int]:
-    """An Arrow stream file mapped read-only, zero-copy, and the address it is mapped at."""
-    with open(path, "rb") as f:
-        mapped = pa.py_buffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-    return pa.ipc.open_stream(mapped).read_all(), mapped.address
-
-
-def _write_index(path: Path, arrow: Path) -> None:
-    """``index.npz`` beside a split's Arrow file: for each side, every row's byte position in
-    the file and its length (what :class:`StoredRows` reads by)."""
-    table, base = _map_arrow(arrow)
-    index = {}
-    for side in ("src", "tgt"):
-        positions, lengths = [], []
-        for chunk in table[side].chunks:
-            values = chunk.values
-            start = values.buffers()[1].address - base + 4 * values.offset
-            offsets = chunk.offsets.to_numpy().astype(np.int64)
-            positions.append(start + 4 * offsets[:-1])
-            lengths.append(np.diff(offsets).astype(np.int32))
-        index[f"{side}_positions"] = np.concatenate(positions or [np.zeros(0, np.int64)])
-        index[f"{side}_lengths"] = np.concatenate(lengths or [np.zeros(0, np.int32)])
-    np.savez(path / "index.npz", **index)
-
-
-class StoredSplit:
-    """One prepared split: ``src`` and ``tgt`` ids (:class:`StoredRows`), the kept pairs' target
-    lines (:meth:`references`), and what preparing it skipped (``skipped_empty``,
-    ``dropped_long``). The folder is also a Hugging Face dataset (``datasets.load_from_disk``)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        self.arrow = path / meta["file"]
-        with np.load(path / "index.npz") as index:
-            self.src, self.tgt = (
-                StoredRows(self.arrow, index[f"{side}_positions"], index[f"{side}_lengths"])
-                for side in ("src", "tgt")
-            )
-        self.skipped_empty, self.dropped_long = meta["skipped_empty"], meta["dropped_long"]
-        self.origin = meta["origin"]
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def references(self) -> list[str]:
-        return _map_arrow(self.arrow)[0]["ref"].to_pylist()
 
 
 # ------------------------------------------------------------------- the map functions
@@ -295,7 +217,7 @@ class TokenStore:
             ids.save_to_disk(str(tmp), num_shards=1)
             state = json.loads((tmp / "state.json").read_text(encoding="utf-8"))
             meta["file"] = state["_data_files"][0]["filename"]
-            _write_index(tmp, tmp / meta["file"])
+            write_index(tmp, tmp / meta["file"])
             (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
             os.rename(tmp, path)
         except OSError as err:

@@ -127,7 +127,6 @@ def prepare_translation(args: argparse.Namespace) -> tuple[dict[str, int], str]:
     """The recipe's data module, with ``--data-dir`` / ``--cache-dir`` applied, prepared in
     ``--workers`` processes."""
     from datamodules.parallel_text import ParallelTextDataModule  # torch and Lightning: only here
-    from datamodules.token_store import TokenStore
     from zoo.cli.lightning import recipe_path
 
     path = Path(recipe_path(args.config))
@@ -151,5 +150,5 @@ def prepare_translation(args: argparse.Namespace) -> tuple[dict[str, int], str]:
         module = ParallelTextDataModule(**{**init, "workers": args.workers})
     except TypeError as err:
         raise UserError(f"{path}: data.init_args: {err}") from None
-    module._token_store = TokenStore(init["cache_dir"], args.workers, progress=not args.quiet)
+    module.store.progress = not args.quiet
     return module.prepare(), init["cache_dir"]
