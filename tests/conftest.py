@@ -12,3 +12,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """Tests serve their downloads from 127.0.0.1: a user's ``RNN_ZOO_OFFLINE`` must not refuse
+    them (the tests that check offline behaviour set it themselves)."""
+    monkeypatch.delenv("RNN_ZOO_OFFLINE", raising=False)

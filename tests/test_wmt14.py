@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import shutil
 import socket
 import tarfile
 import threading
@@ -215,6 +216,22 @@ def test_download_writes_the_layout_and_a_rerun_fetches_nothing(tmp_path, server
     assert wmt14.download_wmt14(data, sources=table, progress=False) == counts
     assert len(server.requests) == len(table) + 2  # rebuilt from the archives and sacreBLEU's cache
     assert _lines(data / "train.en") == TRAIN_EN
+
+
+def test_offline_reads_what_is_there_and_requests_nothing_else(tmp_path, server, monkeypatch):
+    table = _publish(tmp_path / "www" / "statmt", monkeypatch)
+    data = tmp_path / "data"
+    counts = wmt14.download_wmt14(data, server.url, sources=table, progress=False)
+    monkeypatch.setenv("RNN_ZOO_OFFLINE", "1")
+    seen = len(server.requests)
+    (data / "train.en").unlink()
+    assert wmt14.download_wmt14(data, server.url, sources=table, progress=False) == counts
+    with pytest.raises(DataError, match="europarl.*not downloaded, RNN_ZOO_OFFLINE is set; unset"):
+        wmt14.download_wmt14(tmp_path / "other", server.url, sources=table, progress=False)
+    shutil.rmtree(tmp_path / "sacrebleu")  # no cached test sets either
+    with pytest.raises(DataError, match="RNN_ZOO_OFFLINE is set and sacreBLEU has no copy in"):
+        wmt14.sacrebleu_test_set("wmt14/full", "en-fr", server.url)
+    assert len(server.requests) == seen and _leftovers(tmp_path) == []
 
 
 def test_a_subset_of_corpora_keeps_their_order(tmp_path, server, monkeypatch):

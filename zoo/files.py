@@ -32,7 +32,7 @@ _TEMP_OWNER = re.compile(r"([A-Za-z0-9_]+)-(\d+)-[0-9a-f]+\.tmp")
 
 def offline() -> bool:
     """Is ``RNN_ZOO_OFFLINE`` set (to anything but empty, 0, false or no)? Then nothing is
-    downloaded: published weights, remote checkpoints."""
+    downloaded: published weights, remote checkpoints, corpora and sacreBLEU's test sets."""
     return os.environ.get("RNN_ZOO_OFFLINE", "").lower() not in ("", "0", "false", "no")
 
 
@@ -186,7 +186,10 @@ def fetch(
     error: type[UserError] = DataError,
 ) -> None:
     """Stream ``url`` into ``dst`` (a temporary path the caller owns), stopping as soon as the body
-    passes ``max_bytes``; failures are one ``error`` line naming the URL."""
+    passes ``max_bytes``; failures are one ``error`` line naming the URL (never a request with
+    ``RNN_ZOO_OFFLINE``)."""
+    if offline():
+        raise error(f"{url}: not downloaded, RNN_ZOO_OFFLINE is set")
     try:
         with urlopen(Request(url, headers={"User-Agent": "rnn-zoo"}), timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -238,6 +241,10 @@ def verified_download(
     Raises:
         ``error``: one line naming the URL (failed, or rejected with the reason).
     """
+    if offline():
+        raise error(
+            f"{url}: not downloaded, RNN_ZOO_OFFLINE is set; unset it or put a copy at {dst}"
+        )
     tmp = temp_beside(dst)
     try:
         fetch(url, tmp, max_bytes=size, progress=progress, error=error)

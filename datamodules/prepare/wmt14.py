@@ -50,7 +50,7 @@ from typing import IO, TypeVar
 
 from datamodules.text_files import read_lines
 from zoo.errors import DataError, UserError
-from zoo.files import commit, file_digest, one_line, reuse_or_download, temp_beside
+from zoo.files import commit, file_digest, offline, one_line, reuse_or_download, temp_beside
 
 STATMT = "https://www.statmt.org"
 MIRROR_ENV = "RNN_ZOO_WMT_MIRROR"  # a base URL that replaces STATMT (a proxy, a local copy)
@@ -237,6 +237,15 @@ def sacrebleu_test_set(
     dataset = copy.copy(DATASETS[name])
     if mirror and mirror.rstrip("/") != STATMT:
         dataset.data = [f"{mirror.rstrip('/')}/{url.split('/', 3)[3]}" for url in dataset.data]
+    missing = [
+        url for url in dataset.data
+        if not Path(dataset._rawdir, dataset._get_tarball_filename(url)).is_file()
+    ]  # fmt: skip
+    if missing and offline():
+        raise DataError(
+            f"{', '.join(missing)}: not downloaded, RNN_ZOO_OFFLINE is set and sacreBLEU has no "
+            f"copy in {dataset._rawdir}; unset it, or fetch the test set once online"
+        )
     try:
         src_path = dataset.get_source_file(langpair)
         ref_path = dataset.get_reference_files(langpair)[0]
