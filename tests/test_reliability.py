@@ -129,6 +129,33 @@ def test_a_planted_remote_checkpoint_never_runs(command, tmp_path, capsys, monke
     assert not marker.exists()
 
 
+def test_a_checkpoint_is_fetched_and_read_once_per_command(tmp_path, monkeypatch, no_proxy):
+    run = tmp_path / "run"
+    fit = ["fit", "--config", TINY, "--trainer.max_steps", "2", "--trainer.enable_checkpointing",
+           "true", "--trainer.default_root_dir", run]  # fmt: skip
+    assert main([str(a) for a in fit]) == 0
+    ckpt = next(run.rglob("last.ckpt"))
+    reads = []
+    real_load = torch.load
+
+    def load(f, *args, **kwargs):
+        reads.append(Path(f).name)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    server = _Server({"/last.ckpt": ckpt.read_bytes()})
+    try:
+        for where in (ckpt, f"{server.url}/last.ckpt"):
+            reads.clear()
+            validate = ["validate", "--config", TINY, "--ckpt_path", where,
+                        "--trainer.default_root_dir", tmp_path / "validate"]  # fmt: skip
+            assert main([str(a) for a in validate]) == 0
+            assert len([name for name in reads if name.endswith(".ckpt")]) == 1, (where, reads)
+        assert server.requests == ["/last.ckpt"]
+    finally:
+        server.close()
+
+
 def test_weights_only_false_is_refused(tmp_path, capsys):
     ckpt = _char_checkpoint(tmp_path / "run.ckpt")
     line = _error_line(capsys, "validate", "--config", TINY, "--ckpt_path", ckpt,

@@ -82,13 +82,18 @@ def _read(path: Path, task: str | None, map_location: Any) -> dict:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({one_line(err)[:120]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning training checkpoint (no state_dict)")
+    require_task(checkpoint, task, path)
+    return checkpoint
+
+
+def require_task(checkpoint: dict[str, Any], task: str | None, name: str | Path) -> None:
+    """Refuse a checkpoint (read from ``name``) of another task than ``task`` (None: any)."""
     found = checkpoint_task(checkpoint)
     if task is not None and found != task:
         raise CheckpointError(
-            f"{path}: is a {found or 'non-rnn-zoo'} checkpoint, not {task}; use the command "
+            f"{name}: is a {found or 'non-rnn-zoo'} checkpoint, not {task}; use the command "
             f"for its task"
         )
-    return checkpoint
 
 
 def local_checkpoint(path_or_url: str | Path) -> Path:

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
-from zoo.checkpoint import local_checkpoint, read_checkpoint
+from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task
 from zoo.errors import UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -77,6 +77,9 @@ def fitting_now(subcommand: str | None) -> bool:
     return subcommand in ("fit", None)
 
 
+LIGHTNING_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Checkpoints go to a temporary file that is synced, then renamed: a crash never leaves
     half a file under a checkpoint's name. They are read back only through
@@ -87,9 +90,15 @@ class SafeCheckpointIO(TorchCheckpointIO):
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
+    def __init__(self, read: dict[str, tuple[Path, dict]] | None = None) -> None:
+        super().__init__()
+        self.read = read if read is not None else {}  # the CLI's checkpoints, read once
+
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         if weights_only is False:
             raise UserError(f"{path}: weights_only=False would unpickle it (it could run code)")
+        if map_location in (None, "cpu") and str(path) in self.read:
+            return self.read.pop(str(path))[1]  # already checked and loaded; handed over once
         local = local_checkpoint(path)
         return read_checkpoint(local, map_location=map_location or "cpu")
 
@@ -156,6 +165,8 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, task: Any, args: list[str], run: bool = True) -> None:
         self.task, self.args = task, args
+        self._read_checkpoints: dict[str, tuple[Path, dict]] = {}
+        self._local_checkpoints: dict[str, Path] = {}
         # args may equal sys.argv[1:] (the console script); that is intended.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
@@ -191,8 +202,8 @@ class ZooCLI(LightningCLI):
             return None
         resumed = None
         path = config.get("ckpt_path")
-        if path is not None and str(path) not in ("last", "best", "hpc", "registry"):
-            resumed = read_checkpoint(local_checkpoint(path), origin=str(path)).get("rnn_zoo_run")
+        if path is not None and str(path) not in LIGHTNING_NAMES:
+            resumed = self._checkpoint(path)[1].get("rnn_zoo_run")
         group = config.get("group")
         return describe_run(yaml.safe_load(recipe), self.recipe, job, resumed, group)
 
@@ -209,12 +220,22 @@ class ZooCLI(LightningCLI):
         if "weights_only" in kwargs:
             kwargs["weights_only"] = True
         path = kwargs.get("ckpt_path")
-        if path is not None and str(path) not in ("last", "best", "hpc", "registry"):
-            local = local_checkpoint(path)
+        if path is not None and str(path) not in LIGHTNING_NAMES:
+            local, checkpoint = self._checkpoint(path)  # one-line errors
             task = (getattr(self.model, "hparams", None) or {}).get("task")
-            read_checkpoint(local, task, origin=str(path))  # one-line errors; Lightning loads it
-            kwargs["ckpt_path"] = str(local)
+            require_task(checkpoint, task, path)
+            kwargs["ckpt_path"] = str(local)  # Lightning takes the checkpoint already read
         return kwargs
+
+    def _checkpoint(self, path: Any) -> tuple[Path, dict]:
+        """``--ckpt_path`` fetched (a URL), checked and loaded once for the whole command; kept
+        (by its local path) only until Lightning takes it (:class:`SafeCheckpointIO`)."""
+        local = self._local_checkpoints.get(str(path))
+        if local is None or str(local) not in self._read_checkpoints:
+            local = self._local_checkpoints[str(path)] = local_checkpoint(path)
+            checkpoint = read_checkpoint(local, origin=str(path))
+            self._read_checkpoints[str(local)] = (local, checkpoint)
+        return self._read_checkpoints[str(local)]
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would re-apply the checkpoint's hyper_parameters as __init__ arguments;
@@ -245,7 +266,7 @@ class ZooCLI(LightningCLI):
         callbacks = [*callbacks, *added, RunRecipe(recipe, run.to_dict() if run else None)]
         self.save_config_kwargs = {"overwrite": True, "run": run, "recipe": self.recipe}
         if not config.get("plugins"):
-            config["plugins"] = [SafeCheckpointIO()]
+            config["plugins"] = [SafeCheckpointIO(self._read_checkpoints)]
         return super()._instantiate_trainer(config, callbacks)
 
     @staticmethod
