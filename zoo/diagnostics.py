@@ -8,8 +8,10 @@ backpropagation through time gives
 For the Elman RNN each factor is ``diag(g'(.)) W``; with ``|W| < 1`` the product shrinks
 geometrically with the distance ``T - t`` (Bengio et al. 1994; Pascanu et al. 2013). The LSTM's
 cell state has the additive path ``dC_k/dC_{k-1} = diag(f_k)`` (plus terms through the gates),
-so with the forget gate biased open it decays far more slowly. This module measures
-``||dL_T/dh_t||`` (and ``||d(u . C_T)/dC_t||`` for the LSTM) against ``T - t``.
+so with the forget gate biased open it decays far more slowly. minGRU has no W at all: its
+factor is ``diag(1 - z_k)`` with ``z_k`` from ``x_k`` alone (minLSTM: ``diag(f'_k)``), so only its
+gates shrink the gradient. This module measures ``||dL_T/dh_t||`` (and ``||d(u . C_T)/dC_t||``
+for a core with a cell: the LSTM, the sLSTM) against ``T - t``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from zoo.cores import GRU, LSTM, RNN, RecurrentCore
+from zoo.cores import GRU, LSTM, RNN, SLSTM, MinGRU, MinLSTM, RecurrentCore
+from zoo.cores.base import state_from_parts, state_parts
+from zoo.errors import UserError
 from zoo.files import atomic_path
 
 
@@ -31,7 +35,7 @@ class GradientFlow:
 
     cell: str
     hidden: Tensor  # (T,) ||dL_T/dh_t||
-    cell_state: Tensor | None  # (T,) ||d(u . C_T)/dC_t||, LSTM only
+    cell_state: Tensor | None  # (T,) ||d(u . C_T)/dC_t||, cores with a cell (LSTM, sLSTM)
 
     def decay(self, distance: int) -> float:
         """How many times smaller the gradient is ``distance`` steps back than at the last step."""
@@ -39,29 +43,41 @@ class GradientFlow:
 
 
 def _unroll(core: RecurrentCore, x: Tensor) -> tuple[list, list]:
-    """Run one layer step by step, keeping every h_t (and C_t) as a node we can ask grads of."""
+    """Every state h_t (and C_t for a core with a cell) of the first layer, as nodes to ask
+    gradients of: through the core's cell equations where it has them (so C_t feeds h_t as in
+    the equations), else through its own one-step forward (minGRU, minLSTM: h only)."""
+    if core.num_directions != 1:
+        raise UserError(f"{type(core).__name__}: gradient flow is measured left to right; "
+                        "use a core with bidirectional false")  # fmt: skip
+    if isinstance(core, (MinGRU, MinLSTM)):  # no recurrent weights, no cell function
+        return _unroll_steps(core, x), []
     w_ih, b_ih, w_hh, b_hh = core._layer_params(0, 0)
     x_proj = x @ w_ih.T + b_ih  # (B, T, G*H)
-    state = core._state_at(core.init_state(x.shape[0]), 0)
+    state = core._state_at(core.init_state(x.shape[0], x.device, x.dtype), 0)
     hs, cs = [], []
     for t in range(x.shape[1]):
         state = core.cell(x_proj[:, t], state, w_hh, b_hh, 0)
-        h, c = state if isinstance(state, tuple) else (state, None)
-        h.retain_grad()
-        hs.append(h)
-        if c is not None:
-            c.retain_grad()
-            cs.append(c)
+        parts = dict(zip(core.state_names, state_parts(state)))
+        hs.append(parts["h"])
+        cs += [parts["c"]] if "c" in parts else []
     return hs, cs
+
+
+def _unroll_steps(core: RecurrentCore, x: Tensor) -> list[Tensor]:
+    """The first layer's h_t of a core run one step at a time (as it samples)."""
+    state, hs = core.init_state(x.shape[0], x.device, x.dtype), []
+    for t in range(x.shape[1]):
+        _, state = core(x[:, t : t + 1], state)
+        h, *rest = state_parts(state)
+        layers = h.unbind(0)  # layer 0's h_t is then a node the next step reads
+        hs.append(layers[0])
+        state = state_from_parts([torch.stack(layers), *rest])
+    return hs
 
 
 def _norms_back_from_end(target: Tensor, nodes: list[Tensor]) -> Tensor:
     """Mean over the batch of ||d target / d node_t||, ordered by distance from the end."""
-    grads = torch.autograd.grad(
-        target,
-        nodes,
-        retain_graph=True,
-    )
+    grads = torch.autograd.grad(target, nodes, retain_graph=True)
     norms = [g.norm(dim=-1).mean() for g in grads]
     return torch.stack(norms).flip(0)
 
@@ -87,6 +103,9 @@ def default_cores(hidden_size: int = 128, input_size: int = 32, seed: int = 0) -
         "GRU": lambda: GRU(input_size, hidden_size),
         "LSTM (forget bias 1)": lambda: LSTM(input_size, hidden_size, forget_bias=1.0),
         "LSTM (forget bias 0)": lambda: LSTM(input_size, hidden_size, forget_bias=0.0),
+        "MinGRU": lambda: MinGRU(input_size, hidden_size),
+        "MinLSTM": lambda: MinLSTM(input_size, hidden_size),
+        "SLSTM (4 heads)": lambda: SLSTM(input_size, hidden_size, num_heads=4),
     }
     cores = {}
     for name, make in makers.items():

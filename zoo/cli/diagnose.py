@@ -1,8 +1,9 @@
 """``rnn-zoo diagnose gradient-flow``: the vanishing gradient, measured at initialisation.
 
 For a freshly initialised core and a loss on the last step only, the gradient norm
-``||dL_T/dh_t||`` is drawn against the distance ``T - t`` for the Elman RNN, the GRU and the
-LSTM (and ``||dC_T/dC_t||`` for the LSTM's cell state); see :mod:`zoo.diagnostics`. With
+``||dL_T/dh_t||`` is drawn against the distance ``T - t`` for the Elman RNN, the GRU, the LSTM
+(forget bias 1 and 0), minGRU, minLSTM and the sLSTM (and ``||dC_T/dC_t||`` for the cell
+states of the LSTM and the sLSTM); see :mod:`zoo.diagnostics`. With
 ``--checkpoint`` or ``--pretrained``, a trained char model's core is measured beside them.
 """
 
