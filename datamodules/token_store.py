@@ -51,6 +51,8 @@ from zoo.files import atomic_path, sha256_of
 STORE_VERSION = "1"
 SP_SAMPLE = 1 << 17  # at most this many pairs train SentencePiece (every k-th pair above it)
 MAP_BATCH = 1000  # rows per call of the tokenising functions
+MIN_SHARD = 250  # fewer rows a process than this are tokenised in fewer processes
+COUNT_MERGE = 1 << 22  # words counted per Arrow batch before their counts are merged
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,8 @@ class TokenStore:
             if not sum(len(batch) for batch in _fitting(rows, max_len)):
                 raise DataError(f"{train.origin}: every pair is longer than max_len={max_len}")
             vocabs = [
-                Vocab.build(_words(rows, side, max_len), settings[f"{side}_vocab_size"],
-                            settings["min_freq"])
+                Vocab.from_counts(_word_counts(rows, side, max_len),
+                                  settings[f"{side}_vocab_size"], settings["min_freq"])
                 for side in ("src", "tgt")
             ]  # fmt: skip
             codec = TextCodec("moses", *vocabs, **codec_settings)
@@ -235,7 +237,7 @@ class TokenStore:
 
     # -- helpers
     def _num_proc(self, rows: int) -> int | None:
-        workers = min(self.workers, max(1, rows // MAP_BATCH))
+        workers = min(self.workers, max(1, rows // MIN_SHARD))
         return workers if workers > 1 else None
 
     def _scratch(self) -> Path:
@@ -308,10 +310,33 @@ def _fitting(rows: Any, max_len: int) -> Iterator[pa.RecordBatch]:
         yield batch.filter(pc.and_(*(pc.less_equal(c, max_len) for c in counts)))
 
 
-def _words(rows: Any, side: str, max_len: int) -> Iterator[list[str]]:
-    """The words of one side of the pairs that fit, a list per Arrow batch."""
+def _word_counts(rows: Any, side: str, max_len: int) -> dict[str, int]:
+    """How often each word of one side of the pairs that fit occurs, counted by Arrow: the
+    tokens are space-joined and never contain whitespace (:func:`moses_words`), so splitting on
+    " " gives the words ``str.split`` gives."""
+    parts, pending = [], 0
     for batch in _fitting(rows, max_len):
-        yield " ".join(batch[side].to_pylist()).split()
+        words = pc.list_flatten(pc.split_pattern(batch[side], " "))
+        parts.append(_counted(pc.value_counts(words)))
+        pending += len(words)
+        if pending > COUNT_MERGE:  # keep one table of distinct words, not one a batch
+            parts, pending = [_merged(parts)], 0
+    table = _merged(parts) if parts else pa.table({"values": pa.array([], pa.string()),
+                                                   "counts": pa.array([], pa.int64())})  # fmt: skip
+    counts = dict(zip(table["values"].to_pylist(), table["counts"].to_pylist()))
+    counts.pop("", None)  # an empty line splits into one empty string
+    return counts
+
+
+def _counted(value_counts: pa.StructArray) -> pa.Table:
+    return pa.table(
+        {"values": value_counts.field("values"), "counts": value_counts.field("counts")}
+    )
+
+
+def _merged(parts: list[pa.Table]) -> pa.Table:
+    summed = pa.concat_tables(parts).group_by("values").aggregate([("counts", "sum")])
+    return pa.table({"values": summed["values"], "counts": summed["counts_sum"]})
 
 
 def _sp_models(rows: Any, settings: dict[str, Any], cache: Path) -> dict[str, bytes]:

@@ -5,7 +5,7 @@ this."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 
 import numpy as np
@@ -108,10 +108,15 @@ class Vocab:
 
         Ties are broken by the tokens' code points, so the table depends only on the counts.
         """
-        counts = Counter(chain.from_iterable(sentences))
-        for special in SPECIALS:
-            counts.pop(special, None)
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return cls.from_counts(Counter(chain.from_iterable(sentences)), max_size, min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], max_size: int, min_freq: int = 1) -> Vocab:
+        """:meth:`build` from the tokens' counts (``{token: count}``), however they were made."""
+        ranked = sorted(
+            ((word, count) for word, count in counts.items() if word not in SPECIALS),
+            key=lambda item: (-item[1], item[0]),
+        )
         words = [word for word, count in ranked if count >= min_freq]
         return cls([*SPECIALS, *words[: max(max_size - len(SPECIALS), 0)]])
 

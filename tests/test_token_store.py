@@ -1,5 +1,7 @@
 """The tokenise-once store of parallel text, token batches, and ``rnn-zoo prepare translation``."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,30 @@ def test_stored_ids_are_the_codecs_ids_of_the_kept_lines(corpus, tmp_path, token
 
     stored = datasets.load_from_disk(str(split.path))
     assert stored["src"] == rows(split)[0] and len(stored) == len(kept)
+
+
+def test_word_counts_by_arrow_are_pythons_counts_of_the_pairs_that_fit(monkeypatch):
+    import datasets
+
+    from datamodules import token_store
+    from datamodules.vocab import Vocab
+
+    rng = np.random.default_rng(1)
+    pieces, src, tgt = [], [], []
+    for _ in range(4):  # several Arrow batches, counts merged between them
+        a = [" ".join(f"w{w}" for w in rng.integers(0, 30, rng.integers(0, 9))) for _ in range(50)]
+        b = [" ".join(f"é{w}" for w in rng.integers(0, 9, rng.integers(1, 6))) for _ in range(50)]
+        pieces.append(datasets.Dataset.from_dict({"src": a, "tgt": b, "ref": b}))
+        src, tgt = src + a, tgt + b
+    rows = datasets.concatenate_datasets(pieces)
+    assert len(rows.data.table.to_batches()) == 4
+    monkeypatch.setattr(token_store, "COUNT_MERGE", 40)
+    fits = [len(s.split()) <= 5 and len(t.split()) <= 5 for s, t in zip(src, tgt)]
+    for side, lines in (("src", src), ("tgt", tgt)):
+        words = [line.split() for line, fit in zip(lines, fits) if fit]
+        counts = token_store._word_counts(rows, side, max_len=5)
+        assert counts == Counter(w for line in words for w in line)
+        assert Vocab.from_counts(counts, 12, 2) == Vocab.build(words, 12, 2)
 
 
 def test_two_workers_prepare_the_same_store_as_one(corpus, tmp_path):
