@@ -4,8 +4,9 @@ this."""
 
 from __future__ import annotations
 
+import codecs
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 
 import numpy as np
@@ -81,13 +82,28 @@ class CharVocab:
         return self.encode_points(self.points(text)).long()
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
-        if isinstance(ids, Tensor):
-            ids = ids.tolist()
-        text = "".join(self.chars[i] for i in ids)
-        if self.unit == "byte":  # chr(b) stands for byte b; the unknown symbol for none
-            data = b"".join(bytes([ord(c)]) if ord(c) < 256 else c.encode() for c in text)
-            return data.decode("utf-8", errors="replace")
-        return text
+        if self.unit == "byte":
+            return self._bytes(ids).decode("utf-8", errors="replace")
+        return "".join(self.chars[i] for i in _ints(ids))
+
+    def stream_decoder(self) -> Callable[..., str]:
+        """:meth:`decode` for text that comes in pieces, ``decoder(ids, final=False)``: with
+        bytes, a UTF-8 character split between two pieces is held back until its last byte
+        comes, so the pieces join to what :meth:`decode` gives for the whole (``final``: the
+        last piece; an unfinished character then becomes U+FFFD)."""
+        if self.unit != "byte":
+            return lambda ids, final=False: self.decode(ids)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return lambda ids, final=False: decoder.decode(self._bytes(ids), final)
+
+    def _bytes(self, ids: Sequence[int] | Tensor) -> bytes:
+        """chr(b) stands for byte b; the unknown symbol for U+FFFD's bytes."""
+        chars = (self.chars[i] for i in _ints(ids))
+        return b"".join(bytes([ord(c)]) if ord(c) < 256 else c.encode() for c in chars)
+
+
+def _ints(ids: Sequence[int] | Tensor) -> Sequence[int]:
+    return ids.tolist() if isinstance(ids, Tensor) else ids
 
 
 class Vocab:

@@ -148,6 +148,13 @@ def test_byte_unit_counts_utf8_bytes_and_reads_gzip(tmp_path):
     assert vocab.unit == "byte" and len(vocab.encode("é")) == 2 and len(vocab.encode("ç")) == 2
     assert vocab.decode(vocab.encode("café crème")) == "café crème"
     assert vocab.decode(vocab.encode("ça")) == "\ufffd\ufffda"  # ç's two bytes were never seen
+    ids = vocab.encode("é crème é").tolist()  # é is 2 bytes: every cut splits some character
+    for cut in range(1, len(ids)):
+        decode = vocab.stream_decoder()
+        pieces = [decode(ids[:cut]), decode(ids[cut:], final=True)]
+        assert "".join(pieces) == "é crème é" and "\ufffd" not in pieces[0], cut
+    decode = vocab.stream_decoder()
+    assert decode(ids[:1]) == "" and decode([], final=True) == "\ufffd"  # a character cut short
     with pytest.raises(DataError, match="data.unit must be 'char' or 'byte'"):
         CharTextDataModule([str(path)], unit="word")
 

@@ -84,12 +84,12 @@ def stream_text(
     try:
         state = model(ids[:, :-1])[1] if ids.shape[1] > 1 else None  # all but the last char
         yield prime
-        tokens, done = ids[:, -1], 0
+        tokens, done, decode = ids[:, -1], 0, vocab.stream_decoder()
         while done < length:
             n = min(chunk, length - done)
             out, state = sample(step, state, tokens, n, generator=generator, **settings)
             tokens, done = out[:, -1], done + n
-            yield vocab.decode(out[0])  # one host sync per chunk
+            yield decode(out[0], final=done >= length)  # one host sync per chunk
     finally:
         model.train(was_training)
 
