@@ -92,6 +92,21 @@ def test_two_recipes_leave_two_configs_and_two_wandb_configs(tmp_path: Path) -> 
     assert {"grad_norm/model.core.rnn.l0", "grad_norm/model.core.rnn.l1"} <= set(columns)
 
 
+def test_a_wandb_run_starts_without_warnings(tmp_path: Path, monkeypatch, capfd) -> None:
+    from zoo.tasks.runs import Run, run_loggers
+
+    monkeypatch.delenv("WANDB_SILENT")
+    monkeypatch.chdir(tmp_path)  # a relative run folder, not made yet, outside any git repository
+    _fit("--config", "char_lm/tiny", "--trainer.default_root_dir", "runs",
+         "--trainer.max_steps", "2")  # fmt: skip
+    err = capfd.readouterr().err
+    assert "Tracking run with wandb" in err and "wandb: WARNING" not in err, err
+    run = Run("i", "n", "g", (), "fit", str(tmp_path / "r"))
+    assert (
+        "anonymous" not in run_loggers(run, offline=True)[0]._wandb_init
+    )  # (warned once a process)
+
+
 def test_resumed_fit_continues_the_same_run(resumed: Path) -> None:
     fit_folder, validate_folder = _run_folders(resumed)
     runs = {p.parent.name: read_offline_run(p) for p in offline_runs(resumed)}

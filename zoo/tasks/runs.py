@@ -183,6 +183,11 @@ def run_loggers(
         offline=offline,
         log_model=log_model,
     )
+    # Lightning passes anonymous=None, which wandb >= 0.23 warns about on every run (the setting
+    # is gone: wandb/wandb#10909); and W&B looks for a git repository from the run folder, with
+    # a warning when that folder is not there yet.
+    getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
+    Path(run.folder).mkdir(parents=True, exist_ok=True)
     return [wandb_logger, csv_logger]
 
 
