@@ -4,6 +4,7 @@ and Ctrl-C. Each one ends in one line and a non-zero exit, or in the documented 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import http.server
@@ -16,6 +17,7 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -498,38 +500,49 @@ def test_last_ckpt_holds_the_final_weights_after_max_time(tmp_path) -> None:
         assert torch.equal(saved["state_dict"][name], value), name
 
 
-def _start(*argv: str, cwd: Path) -> subprocess.Popen:
+@contextlib.contextmanager
+def _running(*argv: str, cwd: Path) -> Iterator[subprocess.Popen]:
+    """The command in a child process, killed when the block ends however it ends (a failed
+    assertion must not leave a 100,000-step fit running beside the rest of the suite)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "zoo.cli", *argv], cwd=cwd, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def test_sample_streams_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
-    process = _start("sample", "--pretrained", CHAR_MODEL, "--length", "1000000", "--device",
-                     "cpu", "--prime", "ROMEO:", cwd=tmp_path)  # fmt: skip
-    first = process.stdout.read(200)  # text arrives while the rest is still being made
-    assert first.startswith("ROMEO:") and process.poll() is None
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    argv = ["sample", "--pretrained", CHAR_MODEL, "--length", "1000000", "--device", "cpu",
+            "--prime", "ROMEO:"]  # fmt: skip
+    with _running(*argv, cwd=tmp_path) as process:
+        first = process.stdout.read(200)  # text arrives while the rest is still being made
+        assert first.startswith("ROMEO:") and process.poll() is None
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "rnn-zoo: interrupted"
     assert len(first + out) < 1_000_000
 
 
 def test_fit_saves_a_checkpoint_on_ctrl_c_and_says_where(tmp_path) -> None:
-    process = _start("fit", "--config", TINY, "--trainer.max_steps", "100000",
-                     "--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar",
-                     "false", "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path)  # fmt: skip
     last = tmp_path / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:  # the first validation's last.ckpt
-        time.sleep(0.5)
-    assert last.exists(), process.stderr.read() if process.poll() is not None else "no last.ckpt"
-    first = read_checkpoint(last, "char_lm")["global_step"]
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    argv = ["fit", "--config", TINY, "--trainer.max_steps", "100000",
+            "--trainer.enable_checkpointing", "true", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    with _running(*argv, cwd=tmp_path) as process:
+        deadline = time.time() + 120
+        while not last.exists() and time.time() < deadline:  # the first validation's last.ckpt
+            time.sleep(0.5)
+        assert last.exists(), "no last.ckpt after 120 s"
+        first = read_checkpoint(last, "char_lm")["global_step"]
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
     assert process.returncode != 0 and f"the weights so far are in {last}" in err
     assert read_checkpoint(last, "char_lm")["global_step"] > first
