@@ -183,6 +183,15 @@ def test_ckpt_path_errors_are_one_line_naming_the_file(kind, tmp_path, capsys):
     assert not (tmp_path / "marker").exists()
 
 
+def test_a_checkpoint_of_other_sizes_is_one_line_naming_the_weight(tmp_path, capsys):
+    ckpt = _char_checkpoint(tmp_path / "gru64.ckpt")  # a GRU of 64; the recipe's is an LSTM of 32
+    for command in ("validate", "test", "fit"):
+        line = _error_line(capsys, command, "--config", TINY, "--ckpt_path", ckpt,
+                           "--trainer.default_root_dir", tmp_path / "run")  # fmt: skip
+        assert f"{ckpt}: its weights do not fit the recipe's model" in line
+        assert "model.embedding.weight is (6, 8) in the checkpoint but (76, 16) in the model" in line
+
+
 # --- 2. pictures of every mode --------------------------------------------------------------
 
 

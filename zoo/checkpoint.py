@@ -86,6 +86,21 @@ def _read(path: Path, task: str | None, map_location: Any) -> dict:
     return checkpoint
 
 
+def weights_mismatch(model: dict[str, Any], checkpoint: dict[str, Any]) -> str | None:
+    """Why a checkpoint's ``state_dict`` cannot load into a model's (strictly): the first key
+    missing on either side or of another shape, in words; None when it fits."""
+    for key, value in model.items():
+        if key not in checkpoint:
+            return f"{key} is in the model but not in the checkpoint"
+        theirs = getattr(checkpoint[key], "shape", None)
+        if theirs is not None and tuple(theirs) != tuple(value.shape):
+            return (
+                f"{key} is {tuple(theirs)} in the checkpoint but {tuple(value.shape)} in the model"
+            )
+    extra = next((key for key in checkpoint if key not in model), None)
+    return None if extra is None else f"{extra} is in the checkpoint but not in the model"
+
+
 def require_task(checkpoint: dict[str, Any], task: str | None, name: str | Path) -> None:
     """Refuse a checkpoint (read from ``name``) of another task than ``task`` (None: any)."""
     found = checkpoint_task(checkpoint)

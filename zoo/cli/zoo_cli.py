@@ -19,8 +19,8 @@ from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
-from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task
-from zoo.errors import UserError
+from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
+from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
 
@@ -224,6 +224,14 @@ class ZooCLI(LightningCLI):
             local, checkpoint = self._checkpoint(path)  # one-line errors
             task = (getattr(self.model, "hparams", None) or {}).get("task")
             require_task(checkpoint, task, path)
+            strict = getattr(self.model, "strict_loading", True)
+            if strict and (
+                why := weights_mismatch(self.model.state_dict(), checkpoint["state_dict"])
+            ):
+                raise CheckpointError(
+                    f"{path}: its weights do not fit the recipe's model ({why}); pass the "
+                    "settings it was trained with (its run folder's config.yaml has them)"
+                )
             kwargs["ckpt_path"] = str(local)  # Lightning takes the checkpoint already read
         return kwargs
 
