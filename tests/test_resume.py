@@ -43,6 +43,22 @@ def test_a_checkpoint_alone_resumes_its_run_exactly(char_runs) -> None:
     assert "hidden_size: 32" in resumed["rnn_zoo_recipe"]  # the run's resolved recipe
 
 
+def test_a_resumed_translation_fit_draws_the_dropout_masks_of_the_whole_one(
+    tmp_path, monkeypatch, one_thread
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread all along: one order of every sum
+    every5 = ["--trainer.val_check_interval", "5", "--trainer.check_val_every_n_epoch", "null",
+              "--trainer.limit_val_batches", "1", "--model.init_args.model.init_args.dropout",
+              "0.3"]  # fmt: skip
+    stopped = _fit("translation/tiny", tmp_path / "a", "--trainer.max_steps", "10", *every5)
+    assert main(["fit", "--ckpt_path", str(stopped), "--trainer.max_steps", "16"]) == 0
+    whole = _fit("translation/tiny", tmp_path / "b", "--trainer.max_steps", "16", *every5)
+    resumed, whole = read_checkpoint(stopped, "translation"), read_checkpoint(whole, "translation")
+    assert resumed["global_step"] == whole["global_step"] == 16
+    for name, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
 def test_a_checkpoint_without_a_recipe_says_what_to_do(tmp_path, capsys) -> None:
     old = tmp_path / "old.ckpt"
     checkpoint = read_checkpoint(_fit("char_lm/tiny", tmp_path, "--trainer.max_steps", "2"))

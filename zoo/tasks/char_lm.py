@@ -22,6 +22,7 @@ from zoo.cores import (
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
+from zoo.tasks import common
 from zoo.tasks.common import FromCheckpoint, logging_step, optimizers
 
 
@@ -179,7 +180,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         state = self._train_state
         if state is not None:
             checkpoint["tbptt_state"] = list(state_parts(state))
-        checkpoint["rng_state"] = torch.get_rng_state()
+        common.save_rng_state(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vocab" in checkpoint:
@@ -187,5 +188,4 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         saved = checkpoint.get("tbptt_state")
         if saved is not None:
             self._train_state = state_from_parts(saved)
-        if "rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["rng_state"])
+        common.load_rng_state(self, checkpoint)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
 from pytorch_lightning.loggers import WandbLogger
 
@@ -201,7 +202,29 @@ def load_weights(task: pl.LightningModule, path: Any) -> None:
 
 
 #: What a checkpoint holds of the run's progress rather than of the model (not for --init_from).
-TRAINING_STATE = ("tbptt_state", "rng_state", "optimizer_states", "lr_schedulers", "loops")
+TRAINING_STATE = (
+    "tbptt_state", "rng_state", "cuda_rng_state", "optimizer_states", "lr_schedulers", "loops"
+)  # fmt: skip
+
+
+def save_rng_state(checkpoint: dict) -> None:
+    """The random streams as they are at this step (dropout's), so that a fit resumed from the
+    checkpoint draws what the uninterrupted fit would have. Every rank's equal the saving one's:
+    seed_everything starts them alike and they draw alike."""
+    checkpoint["rng_state"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
+
+
+def load_rng_state(task: pl.LightningModule, checkpoint: dict) -> None:
+    """:func:`save_rng_state`'s streams back, when a trainer resumes the fit (a model loaded to
+    be used leaves the process's random streams alone)."""
+    if task._trainer is None:
+        return
+    if "rng_state" in checkpoint:
+        torch.set_rng_state(checkpoint["rng_state"])
+    if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
 
 
 class FromCheckpoint:

@@ -191,3 +191,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         common.save_data_state(self, checkpoint)  # what a Translator needs (zoo.predict)
+        common.save_rng_state(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        common.load_rng_state(self, checkpoint)
