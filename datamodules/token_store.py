@@ -25,14 +25,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from datamodules.stored_split import StoredSplit, write_index
@@ -45,6 +44,7 @@ from datamodules.tokenizers import (
     train_sentencepiece,
 )
 from datamodules.vocab import Vocab
+from datamodules.word_ids import fitting, moses_ids, word_counts
 from zoo.errors import DataError, UserError
 from zoo.files import atomic_path, sha256_of
 
@@ -52,7 +52,6 @@ STORE_VERSION = "1"
 SP_SAMPLE = 1 << 17  # at most this many pairs train SentencePiece (every k-th pair above it)
 MAP_BATCH = 1000  # rows per call of the tokenising functions
 MIN_SHARD = 250  # fewer rows a process than this are tokenised in fewer processes
-COUNT_MERGE = 1 << 22  # words counted per Arrow batch before their counts are merged
 
 
 @dataclass(frozen=True)
@@ -167,10 +166,10 @@ class TokenStore:
             codec = TextCodec.from_sentencepiece(models, **codec_settings)
         else:
             max_len = settings["max_len"]
-            if not sum(len(batch) for batch in _fitting(rows, max_len)):
+            if not sum(len(batch) for batch in fitting(rows, max_len)):
                 raise DataError(f"{train.origin}: every pair is longer than max_len={max_len}")
             vocabs = [
-                Vocab.from_counts(_word_counts(rows, side, max_len),
+                Vocab.from_counts(word_counts(rows, side, max_len),
                                   settings[f"{side}_vocab_size"], settings["min_freq"])
                 for side in ("src", "tgt")
             ]  # fmt: skip
@@ -202,12 +201,15 @@ class TokenStore:
         self, path: Path, files: SplitFiles, codec: TextCodec, settings: dict, max_len: int | None
     ) -> None:
         rows = self._tokenised(files, settings)
-        ids = rows.map(
-            _ids, batched=True, batch_size=MAP_BATCH, num_proc=self._num_proc(len(rows)),
-            fn_kwargs={"codec": codec, "max_len": max_len}, features=_features("ids"),
-            load_from_cache_file=False, new_fingerprint=f"ids-{path.name}",
-            cache_file_name=str(self._scratch() / f"ids-{path.name}.arrow"), desc="ids",
-        )  # fmt: skip
+        if codec.tokenizer == "moses":  # a word's id is its place in the shortlist: Arrow looks
+            ids = moses_ids(rows, codec, max_len, self._scratch() / f"ids-{path.name}.arrow")
+        else:  # it up in C++, in this process; SentencePiece encodes in the workers
+            ids = rows.map(
+                _ids, batched=True, batch_size=MAP_BATCH, num_proc=self._num_proc(len(rows)),
+                fn_kwargs={"codec": codec, "max_len": max_len}, features=_features("ids"),
+                load_from_cache_file=False, new_fingerprint=f"ids-{path.name}",
+                cache_file_name=str(self._scratch() / f"ids-{path.name}.arrow"), desc="ids",
+            )  # fmt: skip
         if max_len is not None and not len(ids):
             raise DataError(f"{files.origin}: every pair is longer than max_len={max_len}")
         meta = {
@@ -295,48 +297,6 @@ def _versions() -> str:
 def _settings_key(settings: dict[str, Any]) -> str:
     """The settings that change tokens or vocabularies (source reversal happens per batch)."""
     return json.dumps({k: v for k, v in settings.items() if k != "reverse_source"}, sort_keys=True)
-
-
-def _fitting(rows: Any, max_len: int) -> Iterator[pa.RecordBatch]:
-    """The tokenised pairs of at most ``max_len`` words a side, one Arrow batch at a time (the
-    table stays mapped; only a batch is ever copied)."""
-    for batch in rows.data.table.to_batches():
-        counts = [
-            pc.add(
-                pc.count_substring(batch[side], " "), pc.if_else(pc.equal(batch[side], ""), 0, 1)
-            )
-            for side in ("src", "tgt")
-        ]
-        yield batch.filter(pc.and_(*(pc.less_equal(c, max_len) for c in counts)))
-
-
-def _word_counts(rows: Any, side: str, max_len: int) -> dict[str, int]:
-    """How often each word of one side of the pairs that fit occurs, counted by Arrow: the
-    tokens are space-joined and never contain whitespace (:func:`moses_words`), so splitting on
-    " " gives the words ``str.split`` gives."""
-    parts, pending = [], 0
-    for batch in _fitting(rows, max_len):
-        words = pc.list_flatten(pc.split_pattern(batch[side], " "))
-        parts.append(_counted(pc.value_counts(words)))
-        pending += len(words)
-        if pending > COUNT_MERGE:  # keep one table of distinct words, not one a batch
-            parts, pending = [_merged(parts)], 0
-    table = _merged(parts) if parts else pa.table({"values": pa.array([], pa.string()),
-                                                   "counts": pa.array([], pa.int64())})  # fmt: skip
-    counts = dict(zip(table["values"].to_pylist(), table["counts"].to_pylist()))
-    counts.pop("", None)  # an empty line splits into one empty string
-    return counts
-
-
-def _counted(value_counts: pa.StructArray) -> pa.Table:
-    return pa.table(
-        {"values": value_counts.field("values"), "counts": value_counts.field("counts")}
-    )
-
-
-def _merged(parts: list[pa.Table]) -> pa.Table:
-    summed = pa.concat_tables(parts).group_by("values").aggregate([("counts", "sum")])
-    return pa.table({"values": summed["values"], "counts": summed["counts_sum"]})
 
 
 def _sp_models(rows: Any, settings: dict[str, Any], cache: Path) -> dict[str, bytes]:

@@ -66,7 +66,7 @@ def test_stored_ids_are_the_codecs_ids_of_the_kept_lines(corpus, tmp_path, token
 def test_word_counts_by_arrow_are_pythons_counts_of_the_pairs_that_fit(monkeypatch):
     import datasets
 
-    from datamodules import token_store
+    from datamodules import word_ids
     from datamodules.vocab import Vocab
 
     rng = np.random.default_rng(1)
@@ -78,11 +78,11 @@ def test_word_counts_by_arrow_are_pythons_counts_of_the_pairs_that_fit(monkeypat
         src, tgt = src + a, tgt + b
     rows = datasets.concatenate_datasets(pieces)
     assert len(rows.data.table.to_batches()) == 4
-    monkeypatch.setattr(token_store, "COUNT_MERGE", 40)
+    monkeypatch.setattr(word_ids, "COUNT_MERGE", 40)
     fits = [len(s.split()) <= 5 and len(t.split()) <= 5 for s, t in zip(src, tgt)]
     for side, lines in (("src", src), ("tgt", tgt)):
         words = [line.split() for line, fit in zip(lines, fits) if fit]
-        counts = token_store._word_counts(rows, side, max_len=5)
+        counts = word_ids.word_counts(rows, side, max_len=5)
         assert counts == Counter(w for line in words for w in line)
         assert Vocab.from_counts(counts, 12, 2) == Vocab.build(words, 12, 2)
 
@@ -97,12 +97,12 @@ def test_two_workers_prepare_the_same_store_as_one(corpus, tmp_path):
 
 
 def test_a_failed_preparation_leaves_no_entry(corpus, tmp_path, monkeypatch):
-    import datamodules.token_store as token_store
+    from datamodules import word_ids
 
-    def broken(batch, codec, max_len):
+    def broken(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(token_store, "_ids", broken)
+    monkeypatch.setattr(word_ids, "word_ids", broken)  # mid-way through the ids
     cache = tmp_path / "cache"
     with pytest.raises(RuntimeError, match="disk full"):
         make(corpus, cache).prepare()
