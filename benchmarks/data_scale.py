@@ -9,12 +9,13 @@ and newstest2014, for the WMT'14 recipes). For each size:
 - ``rnn-zoo prepare translation`` of the recipe (default: RNNsearch-50 on WMT'14, Moses words
   and 30k shortlists; ``--config translation/demo-bible`` for the demo's joint SentencePiece) with
   1 and with 2 workers, each into a fresh store: the seconds it reports (its imports not counted)
-  and pairs/s;
+  and pairs/s (with ``--rounds N``, the worker counts alternate N times and the medians count);
 - a fresh process that memory-maps the prepared store: seconds to the first training batch, then
   peak RSS (``ru_maxrss``) after reading ``--batches`` training batches.
 
     python benchmarks/data_scale.py [--sizes 100000 400000 1600000] [--workers 1 2]
         [--config translation/rnnsearch50-wmt14-enfr] [--batches 200] [--work /tmp/data-scale]
+        [--rounds 1]
 
 Prints a table, the RSS ratio largest / smallest and the 2-worker / 1-worker preparation rate.
 """
@@ -28,6 +29,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -105,15 +107,23 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/data-scale"))
     parser.add_argument("--keep", action="store_true", help="keep the corpora and stores")
+    parser.add_argument("--rounds", type=int, default=1, help="preparations per worker count "
+                        "(alternating; the table shows medians)")  # fmt: skip
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     rows = []
     for size in args.sizes:
         data = args.work / f"corpus-{size}"
         write_corpus(data, size)
-        prep = {
-            w: prepare(args.config, data, args.work / f"store-{size}-w{w}", w) for w in args.workers
-        }
+        times: dict[int, list[float]] = {w: [] for w in args.workers}
+        for _ in range(args.rounds):  # worker counts alternate, round after round
+            for w in args.workers:
+                times[w].append(prepare(args.config, data, args.work / f"store-{size}-w{w}", w))
+        prep = {w: statistics.median(t) for w, t in times.items()}
+        if args.rounds > 1:
+            print(f"{size:,} pairs, seconds per round: "
+                  + "; ".join(f"{w} workers " + ", ".join(f"{t:.1f}" for t in ts)
+                              for w, ts in times.items()), flush=True)  # fmt: skip
         got = read(args.config, data, args.work / f"store-{size}-w{args.workers[-1]}", args.batches)
         rows.append((size, prep, got))
         line = " | ".join(

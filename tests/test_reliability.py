@@ -189,7 +189,9 @@ def test_a_checkpoint_of_other_sizes_is_one_line_naming_the_weight(tmp_path, cap
         line = _error_line(capsys, command, "--config", TINY, "--ckpt_path", ckpt,
                            "--trainer.default_root_dir", tmp_path / "run")  # fmt: skip
         assert f"{ckpt}: its weights do not fit the recipe's model" in line
-        assert "model.embedding.weight is (6, 8) in the checkpoint but (76, 16) in the model" in line
+        assert (
+            "model.embedding.weight is (6, 8) in the checkpoint but (76, 16) in the model" in line
+        )
 
 
 # --- 2. pictures of every mode --------------------------------------------------------------
