@@ -201,9 +201,9 @@ class TokenStore:
         self, path: Path, files: SplitFiles, codec: TextCodec, settings: dict, max_len: int | None
     ) -> None:
         rows = self._tokenised(files, settings)
-        if codec.tokenizer == "moses":  # a word's id is its place in the shortlist: Arrow looks
+        if codec.tokenizer == "moses":  # words looked up in their shortlist by Arrow, here
             ids = moses_ids(rows, codec, max_len, self._scratch() / f"ids-{path.name}.arrow")
-        else:  # it up in C++, in this process; SentencePiece encodes in the workers
+        else:  # SentencePiece encodes in the workers
             ids = rows.map(
                 _ids, batched=True, batch_size=MAP_BATCH, num_proc=self._num_proc(len(rows)),
                 fn_kwargs={"codec": codec, "max_len": max_len}, features=_features("ids"),

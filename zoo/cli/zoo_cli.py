@@ -90,15 +90,15 @@ class SafeCheckpointIO(TorchCheckpointIO):
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
-    def __init__(self, read: dict[str, tuple[Path, dict]] | None = None) -> None:
+    def __init__(self, read: dict[str, dict] | None = None) -> None:
         super().__init__()
-        self.read = read if read is not None else {}  # the CLI's checkpoints, read once
+        self.read = read if read is not None else {}  # the CLI's checkpoints by local path
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         if weights_only is False:
             raise UserError(f"{path}: weights_only=False would unpickle it (it could run code)")
         if map_location in (None, "cpu") and str(path) in self.read:
-            return self.read.pop(str(path))[1]  # already checked and loaded; handed over once
+            return self.read.pop(str(path))  # already checked and loaded; handed over once
         local = local_checkpoint(path)
         return read_checkpoint(local, map_location=map_location or "cpu")
 
@@ -165,7 +165,7 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, task: Any, args: list[str], run: bool = True) -> None:
         self.task, self.args = task, args
-        self._read_checkpoints: dict[str, tuple[Path, dict]] = {}
+        self._read_checkpoints: dict[str, dict] = {}  # by local path, until Lightning takes it
         self._local_checkpoints: dict[str, Path] = {}
         # args may equal sys.argv[1:] (the console script); that is intended.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -241,9 +241,8 @@ class ZooCLI(LightningCLI):
         local = self._local_checkpoints.get(str(path))
         if local is None or str(local) not in self._read_checkpoints:
             local = self._local_checkpoints[str(path)] = local_checkpoint(path)
-            checkpoint = read_checkpoint(local, origin=str(path))
-            self._read_checkpoints[str(local)] = (local, checkpoint)
-        return self._read_checkpoints[str(local)]
+            self._read_checkpoints[str(local)] = read_checkpoint(local, origin=str(path))
+        return local, self._read_checkpoints[str(local)]
 
     def _parse_ckpt_path(self) -> None:
         # Lightning would re-apply the checkpoint's hyper_parameters as __init__ arguments;

@@ -22,8 +22,13 @@ from zoo.cores import (
 from zoo.errors import DataError
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
-from zoo.tasks import common
-from zoo.tasks.common import FromCheckpoint, logging_step, optimizers
+from zoo.tasks.common import (
+    FromCheckpoint,
+    load_rng_state,
+    logging_step,
+    optimizers,
+    save_rng_state,
+)
 
 
 class CharLanguageModel(FromCheckpoint, pl.LightningModule):
@@ -180,7 +185,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         state = self._train_state
         if state is not None:
             checkpoint["tbptt_state"] = list(state_parts(state))
-        common.save_rng_state(checkpoint)
+        save_rng_state(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "vocab" in checkpoint:
@@ -188,4 +193,4 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         saved = checkpoint.get("tbptt_state")
         if saved is not None:
             self._train_state = state_from_parts(saved)
-        common.load_rng_state(self, checkpoint)
+        load_rng_state(self, checkpoint)

@@ -80,9 +80,7 @@ def optimizers(
         return opt
     if frequency < 1:  # a fraction of an epoch, in this run's training batches per epoch
         trainer = module.trainer
-        if (
-            trainer.train_dataloader is None
-        ):  # as estimated_stepping_batches, even with max_epochs -1
+        if trainer.train_dataloader is None:  # as estimated_stepping_batches, with max_epochs -1
             trainer.fit_loop.setup_data()
         if not math.isfinite(trainer.num_training_batches):
             raise UserError(
