@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torchvision
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from datamodules.char_text import BUNDLED_SHAKESPEARE
 from datamodules.parallel_text import BUNDLED_BIBLE
@@ -69,6 +70,23 @@ def test_recipe_builds(recipe, tmp_path, no_weight_download):
     for source, target in getattr(type(cli.model), "cli_links", ()):
         value = getattr(cli.datamodule, source.split(".", 1)[1])
         assert getattr(cli.model.model, target) == value
+
+
+def test_a_recipe_monitor_is_left_out_without_a_logger(tmp_path, capsys):
+    """The Sutskever recipe lists a LearningRateMonitor, which Lightning refuses to start without
+    a logger: with ``--trainer.logger false`` the fit must not stop there (after preparing the
+    data), so the monitor is dropped, with a note; with a logger it stays."""
+    recipe = ROOT / "recipes" / "translation" / "sutskever-wmt14-enfr.yaml"
+    args = ["--config", str(recipe), *LOCAL["translation"], *ON_CPU,
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = ZooCLI(find_task_class(args), args=args, run=False)
+    at = args.index("--trainer.logger")
+    with_logger = args[:at] + args[at + 2 :]
+    assert not any(isinstance(cb, LearningRateMonitor) for cb in cli.trainer.callbacks)
+    assert "LearningRateMonitor is left out" in capsys.readouterr().err
+    logged = ZooCLI(find_task_class(args), args=with_logger, run=False)
+    assert cli.trainer.logger is None and logged.trainer.logger is not None
+    assert sum(isinstance(cb, LearningRateMonitor) for cb in logged.trainer.callbacks) == 1
 
 
 def test_recipes_carry_a_comment_header():

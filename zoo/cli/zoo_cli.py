@@ -7,6 +7,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import pytorch_lightning as pl
 import yaml
 from jsonargparse import ArgumentError
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
@@ -155,6 +156,17 @@ def user_error_in(err: BaseException) -> UserError | None:
     return None
 
 
+def unlogged(callbacks: list | None) -> list:
+    """A recipe's callbacks for a run without a logger: a ``LearningRateMonitor`` (which Lightning
+    refuses to start without one, after the data is prepared) is left out, with a note."""
+    kept = [cb for cb in callbacks or [] if not isinstance(cb, LearningRateMonitor)]
+    if len(kept) < len(callbacks or []):
+        print(
+            "rnn-zoo: no logger, so the recipe's LearningRateMonitor is left out", file=sys.stderr
+        )
+    return kept
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI in subclass mode for model and data, with the task's argument links.
 
@@ -269,6 +281,8 @@ class ZooCLI(LightningCLI):
         recipe = self._parser(self.subcommand).dump(config_now, skip_none=False)
         run = self._describe_run(config_now, recipe)
         config["logger"] = self._loggers(config.get("logger"), run, config_now.get("log_model"))
+        if not config["logger"]:
+            config["callbacks"] = unlogged(config.get("callbacks"))
         added = self._added_callbacks(config, listed, run)
         callbacks = [*callbacks, *added, RunRecipe(recipe, run.to_dict() if run else None)]
         self.save_config_kwargs = {"overwrite": True, "run": run, "recipe": self.recipe}
