@@ -79,3 +79,11 @@ def test_cli_writes_plot_and_csv(tmp_path, capsys):
     assert len(rows) == 1 + 7 * 30
     assert "RNN (tanh)" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "1"), ("--steps", "1000000"),
+                                        ("--hidden-size", "0"), ("--hidden-size", "100000")])  # fmt: skip
+def test_cli_refuses_sizes_out_of_range_before_measuring(tmp_path, flag, value):
+    with pytest.raises(UserError, match=f"--steps must be 2 to 10,000 .*{value}"):
+        main(["gradient-flow", "--out", str(tmp_path / "out"), flag, value])
+    assert not (tmp_path / "out").exists()

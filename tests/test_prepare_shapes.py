@@ -210,6 +210,13 @@ def test_main_writes_the_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[
     ]
 
 
-def test_too_small_pictures_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(PrepareError, match="image_size"):
-        make_shapes(tmp_path, image_size=8)
+@pytest.mark.parametrize("size", [8, 100_000])
+def test_pictures_out_of_range_are_refused_before_any_is_drawn(tmp_path: Path, size) -> None:
+    with pytest.raises(PrepareError, match=f"image_size 24 to 4096 \\(got {size}\\)"):
+        make_shapes(tmp_path, image_size=size)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_negative_count_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="picture counts must be >= 0 .*'val': -1"):
+        make_shapes(tmp_path, n_val=-1)

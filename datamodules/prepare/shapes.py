@@ -62,7 +62,7 @@ RELATIONS: dict[str, str] = {
     "to the left of": "to the right of",
     "to the right of": "to the left of",
 }
-MIN_IMAGE_SIZE = 24
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 24, 4096  # a 4096 px picture is 50 MB in memory
 LICENSE = {"id": 1, "name": "CC0-1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
 
 
@@ -248,7 +248,7 @@ def make_shapes(
         n_train: Number of training pictures.
         n_val: Number of validation pictures.
         n_test: Number of test pictures.
-        image_size: Side of the square pictures in pixels (at least 24).
+        image_size: Side of the square pictures in pixels (24 to 4096).
         seed: Seed; the output is byte-identical for the same arguments.
 
     Returns:
@@ -258,8 +258,12 @@ def make_shapes(
         PrepareError: If a size is out of range.
     """
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    if image_size < MIN_IMAGE_SIZE or min(sizes.values()) < 0:
-        raise PrepareError(f"{out_dir}: need image_size >= {MIN_IMAGE_SIZE} and sizes >= 0")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise PrepareError(
+            f"{out_dir}: need image_size {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (got {image_size})"
+        )
+    if min(sizes.values()) < 0:
+        raise PrepareError(f"{out_dir}: picture counts must be >= 0 (got {sizes})")
     out_dir = Path(out_dir)
     remove_annotations(out_dir)
     images: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from zoo.errors import UserError
 
+# Every step of every core is kept for the backward pass, in float64: beyond these the measure
+# runs for hours or out of memory, and the curves are flat long before.
+MAX_STEPS, MAX_HIDDEN = 10_000, 4096
+
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.diagnostics import default_cores, gradient_flow, table, write_csv
     from zoo.plots import gradient_flow_figure, save_figure
 
-    if args.steps < 2 or args.hidden_size < 1:
-        raise UserError("--steps must be at least 2 and --hidden-size at least 1")
+    if not 2 <= args.steps <= MAX_STEPS or not 1 <= args.hidden_size <= MAX_HIDDEN:
+        raise UserError(
+            f"--steps must be 2 to {MAX_STEPS:,} and --hidden-size 1 to {MAX_HIDDEN:,}"
+            f" (got {args.steps} and {args.hidden_size})"
+        )
     cores = default_cores(args.hidden_size, seed=args.seed)
     if args.checkpoint or args.pretrained:  # the trained core beside the fresh ones
         from zoo.cli.common import load_model
