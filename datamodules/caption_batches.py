@@ -1,13 +1,16 @@
 """Batches of pictures and captions for captioning, and the loaders that shard them per rank.
 
 A caption ``y`` becomes ``captions_in = <s> y`` and ``captions_out = y </s>`` (teacher forcing).
-Evaluation loaders are plain iterables over this rank's contiguous share of the images (Lightning
-leaves them alone), so every image is decoded exactly once over all ranks.
+Loaders are plain iterables (Lightning adds no sampler to them). Training batches come in an
+order drawn from ``(seed, epoch)``, each rank its own share, and the loader records how far the
+epoch got, so a fit resumed mid-epoch runs the batches the whole one would have. Evaluation
+loaders take this rank's contiguous share of the images, so every image is decoded exactly once
+over all ranks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.images import load_image
 from datamodules.vocab import BOS, EOS, PAD
@@ -95,6 +98,72 @@ class EvalLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Rank ``rank``'s training batches of an epoch (a ``DataLoader``'s ``batch_sampler``).
+
+    Epoch ``e`` orders ``range(n)`` by a permutation drawn from ``(seed, e)``; rank ``r`` takes
+    items ``r, r + world_size, ...`` of it (the last ``n % world_size`` are left out, so every
+    rank runs as many batches) and cuts them into batches of ``batch_size``, the last one
+    shorter. :attr:`start` skips that many batches once: the rest of a resumed epoch.
+
+    Args:
+        epoch: callable returning the current epoch (default: always 0).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: Callable[[], int] | None = None,
+    ) -> None:
+        if n < world_size:
+            raise DataError(f"has {n} training captions, fewer than the {world_size} processes")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, epoch
+        self.start = 0
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        mine = order[: self.n - self.n % self.world_size][self.rank :: self.world_size]
+        return [
+            mine[i : i + self.batch_size].tolist() for i in range(0, len(mine), self.batch_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self.start = self.start, 0
+        yield from self.batches(self.epoch() if self.epoch else 0)[start:]
+
+    def __len__(self) -> int:
+        return -(-(self.n // self.world_size) // self.batch_size)
+
+
+class TrainLoader:
+    """This rank's training batches: a ``DataLoader`` over :class:`EpochBatches`, stateful for
+    exact mid-epoch resume (``state_dict`` records the batches of the epoch that training
+    processed, as ``consumed`` counts them)."""
+
+    def __init__(self, loader: DataLoader, consumed: Callable[[], int] | None = None) -> None:
+        if not isinstance(loader.batch_sampler, EpochBatches):
+            raise TypeError("TrainLoader needs a DataLoader whose batch_sampler is EpochBatches")
+        self.loader, self.dataset, self.consumed = loader, loader.dataset, consumed
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.consumed() if self.consumed else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        position = int(state.get("position", 0))
+        self.loader.batch_sampler.start = position if position < len(self) else 0
 
 
 def shard(n: int, rank: int, world_size: int) -> np.ndarray:

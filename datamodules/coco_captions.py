@@ -34,9 +34,11 @@ splits it needs (:mod:`datamodules.feature_cache`). Batches then carry those fea
 frozen CNN runs in eval mode; a transform with random steps is refused). Under mixed precision
 the cached features are float32 where the CNN would have run in lower precision.
 
-Under data parallelism training loaders are ``DataLoader`` s with ``shuffle=True`` (Lightning adds
-its ``DistributedSampler``); evaluation loaders are each rank's contiguous share of the images, so
-every image is decoded exactly once over all ranks and no duplicate skews BLEU.
+Training batches come in an order drawn from ``(data.seed, epoch)``, each rank of a data-parallel
+run its own share (:class:`~datamodules.caption_batches.EpochBatches`), and a fit resumed
+mid-epoch runs the rest of that epoch's batches; evaluation loaders are each rank's contiguous
+share of the images, so every image is decoded exactly once over all ranks and no duplicate skews
+BLEU.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.caption_batches import CaptionDataset, EvalLoader, collate, shard
+from datamodules.caption_batches import (
+    CaptionDataset,
+    EpochBatches,
+    EvalLoader,
+    TrainLoader,
+    collate,
+    shard,
+)
 from datamodules.coco_files import SplitData, read_coco, read_karpathy, read_split
 from datamodules.feature_cache import (
     FeatureDataset,
@@ -98,6 +107,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         feature_cache: folder for the frozen CNN's features (see the module docstring); None
             runs the CNN on every batch.
         predict: a folder of pictures for ``rnn-zoo predict`` (default: the test split).
+        seed: the training order: epoch ``e`` is a permutation drawn from ``(seed, e)``.
     """
 
     def __init__(
@@ -115,6 +125,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         skip_bad_images: bool = False,
         feature_cache: str | None = None,
         predict: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -206,15 +217,14 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             raise DataError(f"{self.data_dir}: no training caption of <= max_len words")
         return items
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, **kw: Any) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
             collate_fn=collate,
             num_workers=workers,
             persistent_workers=workers > 0,
+            **kw,
         )
 
     def _dataset(self, split: str, items: list[tuple[int, list[int]]]) -> Dataset:
@@ -223,11 +233,26 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             return FeatureDataset(items, *self.features[split])
         return CaptionDataset(items, self.splits[split].paths, self.transform)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> TrainLoader:
+        """This rank's training batches, in an order drawn from ``(seed, epoch)``."""
         if self.vocab is None:
             self.setup("fit")
         dataset = self._dataset("train", self._train_items())
-        return self._loader(dataset, self.hparams.batch_size, shuffle=True)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+        try:
+            batches = EpochBatches(
+                len(dataset), self.hparams.batch_size, self.hparams.seed, rank, world_size, epoch
+            )
+        except DataError as err:
+            raise DataError(f"{self.data_dir}: {err}") from None
+
+        def consumed() -> int:  # batches of this epoch that training has processed
+            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+        loader = self._loader(dataset, batch_sampler=batches)
+        return TrainLoader(loader, consumed if trainer is not None else None)
 
     def eval_loader(self, split: str, rank: int | None = None, world_size: int | None = None):
         """One item per picture of ``split`` (with its first caption), this rank's share only."""
@@ -242,7 +267,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         ids = [data.image_ids[j] for j in shard(len(data.image_ids), rank, world_size)]
         items = [(i, self.vocab.encode(data.tokens[i][0][: self.hparams.max_len])) for i in ids]
         dataset = self._dataset(split, items)
-        return EvalLoader(self._loader(dataset, self.hparams.eval_batch_size, shuffle=False))
+        return EvalLoader(self._loader(dataset, batch_size=self.hparams.eval_batch_size))
 
     def val_dataloader(self) -> EvalLoader:
         return self.eval_loader("val")
@@ -260,7 +285,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
         ids = shard(len(paths), rank, world).tolist()
         self.predict_paths = paths
         dataset = CaptionDataset([(i, []) for i in ids], dict(enumerate(paths)), self.transform)
-        return EvalLoader(self._loader(dataset, self.hparams.eval_batch_size, shuffle=False))
+        return EvalLoader(self._loader(dataset, batch_size=self.hparams.eval_batch_size))
 
     def test_dataloader(self) -> EvalLoader:
         return self.eval_loader("test")

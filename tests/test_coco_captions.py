@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.caption_batches import Batch, shard
+from datamodules.caption_batches import Batch, EpochBatches, shard
 from datamodules.coco_captions import CocoCaptionsDataModule
 from datamodules.coco_files import tokenize
 from datamodules.images import load_image
@@ -256,3 +256,22 @@ def test_karpathy_split(tmp_path: Path) -> None:
     dm.setup("test")
     assert len(dm.references("train")) == 4  # train + restval
     assert len(dm.references("test")) == 2 and len(dm.references("val")) == 0
+
+
+@pytest.mark.parametrize("n,world_size", [(10, 1), (10, 3), (7, 2)])
+def test_epoch_batches_shard_a_fresh_order_each_epoch(n: int, world_size: int) -> None:
+    ranks = [EpochBatches(n, 2, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
+    for epoch in (0, 1):
+        shares = [[i for b in rank.batches(epoch) for i in b] for rank in ranks]
+        every = sorted(i for share in shares for i in share)
+        assert len(set(every)) == len(every) == n - n % world_size  # disjoint, remainder left out
+        assert {len(rank.batches(epoch)) for rank in ranks} == {len(ranks[0])}  # equal counts
+    assert ranks[0].batches(0) != ranks[0].batches(1)  # reshuffled
+    assert ranks[0].batches(1) == EpochBatches(n, 2, 5, 0, world_size).batches(1)  # reproducible
+    ranks[0].start = 2
+    assert list(ranks[0]) == ranks[0].batches(0)[2:] and list(ranks[0]) == ranks[0].batches(0)
+
+
+def test_epoch_batches_refuse_more_processes_than_captions() -> None:
+    with pytest.raises(DataError, match="has 2 training captions, fewer than the 3 processes"):
+        EpochBatches(2, 4, world_size=3)

@@ -59,6 +59,27 @@ def test_a_resumed_translation_fit_draws_the_dropout_masks_of_the_whole_one(
         assert torch.equal(resumed["state_dict"][name], value), name
 
 
+def test_a_captioning_fit_resumed_mid_epoch_runs_the_batches_of_the_whole_one(
+    tmp_path, monkeypatch, one_thread
+):
+    """10 captions in batches of 4 are 3 batches an epoch: step 10 stops one batch into the 4th
+    epoch, so the resumed fit must run that epoch's other two batches, in the same order."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    stopped = _fit("captioning/tiny", tmp_path / "a", "--trainer.max_steps", "10")
+    assert (
+        read_checkpoint(stopped, "captioning")["loops"]["fit_loop"]["epoch_progress"]["current"][
+            "completed"
+        ]
+        == 3
+    )
+    assert main(["fit", "--ckpt_path", str(stopped), "--trainer.max_steps", "16"]) == 0
+    whole = _fit("captioning/tiny", tmp_path / "b", "--trainer.max_steps", "16")
+    resumed, whole = read_checkpoint(stopped, "captioning"), read_checkpoint(whole, "captioning")
+    assert resumed["global_step"] == whole["global_step"] == 16
+    for name, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+
+
 def test_a_checkpoint_without_a_recipe_says_what_to_do(tmp_path, capsys) -> None:
     old = tmp_path / "old.ckpt"
     checkpoint = read_checkpoint(_fit("char_lm/tiny", tmp_path, "--trainer.max_steps", "2"))
