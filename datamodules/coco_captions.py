@@ -68,6 +68,7 @@ from datamodules.feature_cache import (
     FeatureDataset,
     cache_key,
     check_cacheable,
+    complete_shards,
     encoder_digest,
     read_features,
     shard_path,
@@ -330,10 +331,8 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             path = self.feature_cache / f"{split}-{key}.npy"
             shards = world_size if world_size > 1 and len(pictures) >= world_size else 1
             target = shard_path(path, rank, shards) if shards > 1 else path
-            complete = path.is_file() or all(
-                shard_path(path, r, shards).is_file() for r in range(shards)
-            )
-            if not complete and (shards > 1 or rank == 0) and not target.is_file():
+            complete = 1 if path.is_file() else complete_shards(path)  # by any number of ranks
+            if complete is None and (shards > 1 or rank == 0) and not target.is_file():
                 every = list(pictures.values())
                 write_features(
                     target, encoder, [every[i] for i in shard(len(every), rank, shards)],
@@ -343,7 +342,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
                 )  # fmt: skip
             if world_size > 1 and barrier is not None:
                 barrier()  # every rank, every split: the same number of barriers
-            self.features[split] = read_features(path, data.image_ids, shards)
+            self.features[split] = read_features(path, data.image_ids, complete or shards)
             paths[split] = path
         return paths
 

@@ -10,7 +10,9 @@ gets a new file. The file takes ``4 x S x F`` bytes per picture: about 400 KB fo
 
 Under data parallelism every rank runs the CNN over its own contiguous share of the pictures into
 its own shard, ``<split>-<key>.<rank>-of-<world>.npy``, and all ranks then read every shard
-(:class:`ShardedFeatures`); the cache folder must be one that all processes share.
+(:class:`ShardedFeatures`); the cache folder must be one that all processes share. A complete
+set of shards is read by any later run, whatever its number of processes (one process testing
+what eight trained on), as the shards hold the pictures in order.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,21 @@ class ShardedFeatures:
 def shard_path(path: Path, rank: int, world_size: int) -> Path:
     """The shard of ``path`` that rank ``rank`` of ``world_size`` writes."""
     return path.with_name(f"{path.stem}.{rank}-of-{world_size}.npy")
+
+
+def complete_shards(path: Path) -> int | None:
+    """The number of shards in a complete set of ``path`` 's shards on disk (the smallest, if
+    runs of different sizes left several), or None."""
+    pattern = re.compile(rf"{re.escape(path.stem)}\.(\d+)-of-(\d+)\.npy")
+    counts = set()
+    for found in path.parent.glob(f"{path.stem}.*-of-*.npy"):
+        match = pattern.fullmatch(found.name)
+        if match:
+            counts.add(int(match[2]))
+    for count in sorted(counts):
+        if all(shard_path(path, r, count).is_file() for r in range(count)):
+            return count
+    return None
 
 
 class FeatureDataset(Dataset):

@@ -202,6 +202,10 @@ def test_frozen_encoder_is_in_eval_mode_from_the_start() -> None:
     assert _encoder(freeze=False).cnn.training
 
 
+def _no_build(*args, **kwargs) -> None:
+    raise AssertionError("the CNN ran although the cache was complete")
+
+
 def test_ranks_build_one_shard_each_and_read_the_whole_cache(tmp_path: Path) -> None:
     """Two ranks (threads meeting at a barrier) each run the CNN over half the pictures into
     their own shard; both then read every row, the rows one process computes."""
@@ -235,6 +239,14 @@ def test_ranks_build_one_shard_each_and_read_the_whole_cache(tmp_path: Path) -> 
         assert their_rows == rows and len(theirs) == len(features)
         for row in range(len(features)):
             np.testing.assert_allclose(theirs[row], features[row], rtol=1e-5, atol=1e-6)
+    # One process later (rnn-zoo test after a DDP fit) reads the two shards, running no CNN.
+    later = _data(tmp_path / "two")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(coco_captions, "write_features", _no_build)
+        later.use_feature_cache(_encoder(0), "fit")
+    assert later.features["train"][0] == rows and len(later.features["train"][1]) == len(features)
+    np.testing.assert_allclose(later.features["train"][1][1], features[1], rtol=1e-5, atol=1e-6)
+    assert len(list((tmp_path / "two").glob("train-*.npy"))) == 2
     # A rank that finds a shard missing (a folder that the processes do not share) says so.
     next((tmp_path / "two").glob("train-*.1-of-2.npy")).unlink()
     with pytest.raises(DataError, match="must be one that every process"):
