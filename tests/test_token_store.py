@@ -87,8 +87,12 @@ def test_word_counts_by_arrow_are_pythons_counts_of_the_pairs_that_fit(monkeypat
         assert Vocab.from_counts(counts, 12, 2) == Vocab.build(words, 12, 2)
 
 
-def test_two_workers_prepare_the_same_store_as_one(corpus, tmp_path):
+def test_two_workers_prepare_the_same_store_as_one(corpus, tmp_path, monkeypatch):
+    from datamodules import token_store
+
+    monkeypatch.setattr(token_store, "MIN_SHARD", 100)  # a pool for the training split here
     one, two = make(corpus, tmp_path / "one"), make(corpus, tmp_path / "two", workers=2)
+    assert two.store._num_proc(2500) == 2 and two.store._num_proc(20) is None
     assert one.prepare() == two.prepare() == {"train": len(one._split("train")), "val": 20}
     assert one.src_vocab == two.src_vocab and one.tgt_vocab == two.tgt_vocab
     for name in ("train", "val"):
