@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.images import load_image
+from datamodules.resume import Resumable
 from datamodules.vocab import BOS, EOS, PAD
 from zoo.errors import DataError
 
@@ -142,7 +143,7 @@ class EpochBatches(Sampler[list[int]]):
         return -(-(self.n // self.world_size) // self.batch_size)
 
 
-class TrainLoader:
+class TrainLoader(Resumable):
     """This rank's training batches: a ``DataLoader`` over :class:`EpochBatches`, stateful for
     exact mid-epoch resume (``state_dict`` records the batches of the epoch that training
     processed, as ``consumed`` counts them)."""
@@ -158,12 +159,8 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.consumed() if self.consumed else 0}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        position = int(state.get("position", 0))
-        self.loader.batch_sampler.start = position if position < len(self) else 0
+    def start_at(self, batch: int) -> None:
+        self.loader.batch_sampler.start = batch
 
 
 def shard(n: int, rank: int, world_size: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from datamodules.resume import Resumable, trained_batches
 from datamodules.text_files import read_bytes, read_text
 from datamodules.vocab import CharVocab, code_points
 from zoo.errors import DataError
@@ -43,7 +44,7 @@ def map_bytes(path: Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="c")
 
 
-class StreamLoader:
+class StreamLoader(Resumable):
     """Yields ``(x, y)`` windows of ``(B, T)`` ids, stream-major, for truncated BPTT.
 
     Under data parallelism the corpus is cut into ``batch_size * world_size`` streams and rank
@@ -106,13 +107,6 @@ class StreamLoader:
             window = slice(i * self.seq_len, (i + 1) * self.seq_len)
             x, y = self.inputs[:, window].long(), self.targets[:, window].long()
             yield (x, y) if self.table is None else (self.table[x], self.table[y])
-
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.consumed() if self.consumed else 0}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        position = int(state.get("position", 0))
-        self._start = position if position < len(self) else 0  # a finished epoch restarts
 
 
 def expand_paths(patterns: Sequence[str]) -> list[str]:
@@ -254,10 +248,7 @@ class CharTextDataModule(pl.LightningDataModule):
             raise DataError(f"{', '.join(self.paths)}: {name} {err}") from None
 
     def train_dataloader(self) -> StreamLoader:
-        def consumed() -> int:  # batches of this epoch that training has processed
-            return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-        return self._loader("train", self.batch_size, True, consumed if self.trainer else None)
+        return self._loader("train", self.batch_size, True, trained_batches(self.trainer))
 
     def val_dataloader(self) -> StreamLoader:
         return self._loader("val", self.eval_batch_size, False)

@@ -75,6 +75,7 @@ from datamodules.feature_cache import (
     write_features,
 )
 from datamodules.images import default_transform, load_image
+from datamodules.resume import trained_batches
 from datamodules.vocab import Vocab
 from zoo.errors import DataError, UserError
 
@@ -248,12 +249,7 @@ class CocoCaptionsDataModule(pl.LightningDataModule):
             )
         except DataError as err:
             raise DataError(f"{self.data_dir}: {err}") from None
-
-        def consumed() -> int:  # batches of this epoch that training has processed
-            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
-        loader = self._loader(dataset, batch_sampler=batches)
-        return TrainLoader(loader, consumed if trainer is not None else None)
+        return TrainLoader(self._loader(dataset, batch_sampler=batches), trained_batches(trainer))
 
     def eval_loader(self, split: str, rank: int | None = None, world_size: int | None = None):
         """One item per picture of ``split`` (with its first caption), this rank's share only."""

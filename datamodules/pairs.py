@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.resume import Resumable
 from datamodules.vocab import BOS, EOS, PAD
 from zoo.errors import DataError
 
@@ -204,7 +205,7 @@ def eval_batches(
     return chunks[rank::world_size]
 
 
-class TrainLoader:
+class TrainLoader(Resumable):
     """Training batches of one rank, reshuffled every epoch; a plain iterable, so Lightning never
     adds a ``DistributedSampler``. Each rank takes its own batches of :func:`epoch_batches`, so the
     ranks' batches are disjoint and together are what one process would run (bar the dropped
@@ -275,13 +276,6 @@ class TrainLoader:
         start, self._start = self._start, 0
         for index in self.batches()[start:]:
             yield make_batch(self.src, self.tgt, index, self.reverse_source)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.consumed() if self.consumed else 0}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        position = int(state.get("position", 0))
-        self._start = position if position < len(self) else 0  # a finished epoch restarts
 
 
 class EvalLoader:

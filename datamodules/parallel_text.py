@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from datamodules.pairs import EvalLoader, Ragged, TrainLoader
+from datamodules.resume import trained_batches
 from datamodules.stored_split import StoredSplit
 from datamodules.text_files import find_file, read_lines
 from datamodules.token_store import SplitFiles, TokenStore, scratch_root
@@ -327,13 +328,10 @@ class ParallelTextDataModule(pl.LightningDataModule):
         trainer = self.trainer
         epoch = (lambda: trainer.current_epoch) if trainer is not None else None
 
-        def consumed() -> int:  # batches of this epoch that training has processed
-            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
-
         try:
             return TrainLoader(
                 split.src, split.tgt, self.batch_size, self.bucket, self.seed,
-                self.reverse_source, rank, world_size, epoch, consumed if trainer else None,
+                self.reverse_source, rank, world_size, epoch, trained_batches(trainer),
                 max_tokens=self.max_tokens if self.batch_type == "tokens" else None,
             )  # fmt: skip
         except DataError as err:
