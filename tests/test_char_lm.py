@@ -9,6 +9,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamodules.char_text import CharTextDataModule
 from zoo.cores import GRU, LSTM
+from zoo.models import CharRNN
 from zoo.predict import CharLM
 from zoo.predict.char_lm import generate_text
 from zoo.tasks.char_lm import CharLanguageModel
@@ -22,12 +23,13 @@ class RecordLosses(pl.Callback):
         self.losses[trainer.global_step] = outputs["loss"].detach().clone()
 
 
-def _task(dm, core=LSTM, dropout=0.0, lr=1e-2):
+def _task(dm, core=LSTM, dropout=0.0, lr=1e-2, dropout_mask="element"):
     return CharLanguageModel(
         dm.vocab_size,
         core=functools.partial(core, hidden_size=32),
         embedding_dim=16,
         dropout=dropout,
+        dropout_mask=dropout_mask,
         optimizer=functools.partial(torch.optim.Adam, lr=lr),
     )
 
@@ -167,3 +169,45 @@ def test_sample_callback_logs_a_growing_table(tmp_path):
     ]
     step, text = logger.tables[-1][2][-1]
     assert step == 4 and text.startswith("A") and len(text) == 21
+
+
+def test_sequence_dropout_mask_is_shared_across_time_steps():
+    torch.manual_seed(0)
+    model = CharRNN(10, functools.partial(LSTM, hidden_size=8), 4, dropout=0.25)
+    locked = CharRNN(
+        10, functools.partial(LSTM, hidden_size=8), 4, dropout=0.25, dropout_mask="sequence"
+    )
+    x = torch.ones(64, 20, 32)
+    dropped = locked._drop(x)
+    # One mask per sequence and feature: every time step of a row sees the same one.
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))
+    torch.testing.assert_close(dropped.unique(), torch.tensor([0.0, 1 / 0.75]))
+    kept = (dropped[:, 0] > 0).float().mean().item()
+    assert 0.70 < kept < 0.80  # 2,048 draws at p = 0.75
+    # The element mask differs between time steps; neither touches anything in eval mode.
+    element = model._drop(x)
+    assert not torch.equal(element, element[:, :1].expand_as(element))
+    locked.eval()
+    assert torch.equal(locked._drop(x), x)
+
+
+def test_dropout_mask_is_kept_in_the_config_and_checked():
+    factory = functools.partial(GRU, hidden_size=8)
+    model = CharRNN(10, factory, 4, dropout=0.1, dropout_mask="sequence")
+    config = model.config()
+    assert CharRNN.from_config(config).dropout_mask == "sequence"
+    del config["dropout_mask"]  # a config written before the argument existed
+    assert CharRNN.from_config(config).dropout_mask == "element"
+    with pytest.raises(ValueError, match="'locked'"):
+        CharRNN(10, factory, 4, dropout_mask="locked")
+
+
+def test_model_learns_with_sequence_dropout(tmp_path):
+    pl.seed_everything(0)
+    dm = CharTextDataModule(batch_size=16, seq_len=32)
+    task = _task(dm, core=LSTM, dropout=0.1, dropout_mask="sequence")
+    trainer = _trainer(
+        tmp_path, 150, limit_val_batches=20, val_check_interval=150, enable_checkpointing=False
+    )
+    trainer.fit(task, dm)
+    assert trainer.callback_metrics["val/bpc"] < 3.8

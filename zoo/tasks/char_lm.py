@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -47,7 +49,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
     Args:
         vocab_size: linked from the data module by the CLI.
         core: the recurrent core, built with the embedding size as its input size.
-        embedding_dim, dropout, tie_weights: see :class:`~zoo.models.CharRNN`.
+        embedding_dim, dropout, tie_weights, dropout_mask: see :class:`~zoo.models.CharRNN`.
         optimizer: e.g. ``torch.optim.RMSprop`` (char-rnn) or ``torch.optim.Adam``.
         lr_scheduler: optional; stepped once per epoch unless ``scheduler_interval: step``.
     """
@@ -71,12 +73,13 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         embedding_dim: int = 64,
         dropout: float = 0.0,
         tie_weights: bool = False,
+        dropout_mask: Literal["element", "sequence"] = "element",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
-        self.model = CharRNN(vocab_size, core, embedding_dim, dropout, tie_weights)
+        self.model = CharRNN(vocab_size, core, embedding_dim, dropout, tie_weights, dropout_mask)
         # Only JSON-able values go into checkpoints, which load with weights_only=True.
         self.save_hyperparameters({"task": "char_lm", "model": self.model.config()}, logger=False)
         self.optimizer = optimizer
