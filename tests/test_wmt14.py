@@ -349,9 +349,11 @@ def test_the_data_module_downloads_only_when_files_are_missing(tmp_path, server,
     assert len(server.requests) == len(wmt14.SOURCES) + 2
 
 
-@pytest.mark.parametrize("fault", ["checksum", "404"])
+@pytest.mark.parametrize(
+    "fault, why", [("checksum", r"MD5 sum of downloaded file was incorrect \(got "), ("404", "404")]
+)
 def test_a_bad_test_set_download_fails_in_one_line_and_is_not_kept(
-    tmp_path, server, fault, monkeypatch
+    tmp_path, server, fault, why, monkeypatch, capsys, caplog
 ):
     from sacrebleu.dataset import DATASETS
 
@@ -360,8 +362,13 @@ def test_a_bad_test_set_download_fails_in_one_line_and_is_not_kept(
         DATASETS["wmt13"].md5 = ["0" * 32]
     else:
         (tmp_path / "www" / "statmt" / "wmt13" / "test.tgz").unlink()
-    with pytest.raises(DataError, match="wmt13/test.tgz: sacreBLEU could not fetch its test set"):
+    match = f"wmt13/test.tgz: sacreBLEU could not fetch its test set wmt13 \\(.*{why}"
+    with pytest.raises(DataError, match=match) as raised:
         wmt14.download_wmt14(tmp_path / "data", server.url, sources=table, progress=False)
+    assert "\n" not in str(raised.value)
+    # sacreBLEU's own lines went into that one line, not to the terminal or the root logger.
+    assert "MD5" not in capsys.readouterr().err
+    assert not [record for record in caplog.records if record.name.startswith("sacrebleu")]
     assert not any((tmp_path / "data" / out).exists() for out in OUTPUTS)
     raw = Path(DATASETS["wmt13"]._rawdir)
     assert not list(raw.glob("*.tgz"))  # the next try downloads again

@@ -37,6 +37,7 @@ import functools
 import gzip
 import http.client
 import json
+import logging
 import os
 import sys
 import tarfile
@@ -246,14 +247,17 @@ def sacrebleu_test_set(
             f"{', '.join(missing)}: not downloaded, RNN_ZOO_OFFLINE is set and sacreBLEU has no "
             f"copy in {dataset._rawdir}; unset it, or fetch the test set once online"
         )
+    said: list[str] = []  # sacreBLEU's own error lines, kept for our one line
     try:
-        src_path = dataset.get_source_file(langpair)
-        ref_path = dataset.get_reference_files(langpair)[0]
+        with _sacrebleu_errors(said):
+            src_path = dataset.get_source_file(langpair)
+            ref_path = dataset.get_reference_files(langpair)[0]
     except (SystemExit, OSError, http.client.HTTPException, tarfile.TarError) as err:
         # sacreBLEU exits (SystemExit) on a wrong md5 sum or an SSL error, after logging why
         for url in dataset.data:
             Path(dataset._rawdir, dataset._get_tarball_filename(url)).unlink(missing_ok=True)
-        why = "see sacreBLEU's message above" if isinstance(err, SystemExit) else one_line(err)
+        why = one_line(err) if not isinstance(err, SystemExit) else "it exited"
+        why = one_line(said[0]).removeprefix("Fatal: ") if said else why
         raise DataError(
             f"{', '.join(dataset.data)}: sacreBLEU could not fetch its test set {name} ({why})"
         ) from None
@@ -264,6 +268,25 @@ def sacrebleu_test_set(
             f"has {len(ref):,}"
         )
     return src, ref
+
+
+@contextmanager
+def _sacrebleu_errors(said: list[str]) -> Iterator[None]:
+    """While sacreBLEU fetches, its error log lines go into ``said`` instead of the terminal: the
+    first says what went wrong (a wrong md5 sum, an SSL error) and goes into our one line."""
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger, keep = logging.getLogger("sacrebleu"), Keep(logging.ERROR)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(keep)
+    try:
+        yield
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
 
 
 # --------------------------------------------------------------------------------- downloads
