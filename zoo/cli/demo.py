@@ -1,10 +1,19 @@
 """``rnn-zoo demo``: train the demo recipe (about 5 minutes on 2 CPU cores), report val/bpc
-from the final weights, then sample from them."""
+from the final weights, then sample from them.
+
+``--precision auto`` (the default) trains in bf16 mixed precision where the machine computes
+bfloat16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16): on 2 such CPU cores that
+is about 1.6 times the steps of float32 in the same 4.5 minutes. Elsewhere bfloat16 would be
+emulated, slower than float32, so it trains in float32 there. The final val/bpc is computed in
+float32 either way."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import torch
+import yaml
 
 from zoo.cli import lightning, sample
 from zoo.cli.lightning import RECIPES
@@ -13,17 +22,58 @@ from zoo.errors import UserError
 CHECKPOINT = Path("runs/char_lm/demo/checkpoints/last.ckpt")
 
 
+def native_bfloat16() -> str | None:
+    """Why the device the demo trains on computes bfloat16 natively, or None where it does not
+    (the demo's ``accelerator: auto`` takes a CUDA GPU first; on Apple's MPS it says None)."""
+    if torch.cuda.is_available():
+        return "this GPU computes bfloat16" if torch.cuda.is_bf16_supported() else None
+    if torch.backends.mps.is_available():
+        return None
+    for probe, name in (
+        ("_is_amx_tile_supported", "AMX"),
+        ("_is_avx512_bf16_supported", "AVX512-BF16"),
+    ):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return f"this CPU has {name}"
+    return None
+
+
+def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
+    """Lightning's precision for ``--precision choice`` (None: leave the recipe's) and why."""
+    if choice == "32":
+        return "32-true", "float32, as asked"
+    if choice == "bf16":
+        return "bf16-mixed", "bf16 mixed precision, as asked"
+    try:
+        config = yaml.safe_load(recipe.read_text()) or {}
+    except (OSError, yaml.YAMLError):  # the fit below names the file and what is wrong
+        config = {}
+    if isinstance(config.get("trainer"), dict) and "precision" in config["trainer"]:
+        return None, f"the recipe's precision ({config['trainer']['precision']})"
+    reason = native_bfloat16()
+    if reason:
+        return "bf16-mixed", f"bf16 mixed precision ({reason}; --precision 32 for float32)"
+    return None, "float32 (bfloat16 is not native here)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnn-zoo demo", description=__doc__)
     parser.add_argument("--recipe", type=Path, default=RECIPES / "char_lm" / "demo.yaml")
+    parser.add_argument(
+        "--precision", choices=("auto", "32", "bf16"), default="auto",
+        help="auto: bf16 mixed precision where the machine computes bfloat16 natively",
+    )  # fmt: skip
     parser.add_argument("--max-time", default=None, help="DD:HH:MM:SS, overrides the recipe")
     parser.add_argument("--prime", default="\n")
     parser.add_argument("--length", type=int, default=600)
     args = parser.parse_args(argv)
     if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
         raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
+    precision, why = training_precision(args.precision, args.recipe)
+    print(f"rnn-zoo demo: training in {why}", flush=True)
     recipe = ["--config", str(args.recipe)]
     extra = ["--trainer.max_time", args.max_time] if args.max_time else []
+    extra += ["--trainer.precision", precision] if precision else []
     lightning.main(["fit", *recipe, *extra])
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     lightning.main(["validate", *recipe, "--ckpt_path", str(CHECKPOINT), *quiet])

@@ -1,0 +1,39 @@
+"""``rnn-zoo demo`` trains in bfloat16 only where the machine computes it natively."""
+
+import pytest
+import torch
+
+from zoo.cli import demo
+
+RECIPE = demo.RECIPES / "char_lm" / "demo.yaml"
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_follows_the_cpu(cpu_only, monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    precision, why = demo.training_precision("auto", RECIPE)
+    assert precision == ("bf16-mixed" if native else None)  # None: the recipe's float32
+    assert ("AVX512-BF16" in why) == native
+
+
+def test_asked_precision_wins_and_a_torch_without_the_probes_is_float32(cpu_only, monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert demo.native_bfloat16() is None
+    assert demo.training_precision("bf16", RECIPE)[0] == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert demo.training_precision("32", RECIPE)[0] == "32-true"
+
+
+def test_auto_keeps_a_recipe_that_sets_its_precision(cpu_only, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(RECIPE.read_text() + "  precision: 16-mixed\n")  # trainer is the last key
+    assert demo.training_precision("auto", recipe) == (None, "the recipe's precision (16-mixed)")
