@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent GPU machine (run from the repo root):
 #   bash benchmarks/gpu_check.sh        (writes logs and metrics under $OUT)
+#   SKIP_SPEED=1 PUBLISH=1 bash benchmarks/gpu_check.sh   (the checks, then the MinGRU / MinLSTM /
+#   SLSTM weights to publish: trained as the shipped LSTM / GRU / RNN were, ~6 min of GPU time)
 # Pure-Python dependencies the GPU machine lacks may be carried in .gpu/site.
 set -u
 export PYTHONPATH="$PWD:$PWD/.gpu/site:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
@@ -29,3 +31,16 @@ timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 -
 timeout 150 python benchmarks/cores.py --device cuda --steps 100 512 2048; }
 [ -n "${SKIP_SPEED:-}" ] || { echo "=== 7. paper-size translation models, bf16 at the paper's batch: words/s, Lightning vs plain"
 timeout 240 python benchmarks/paper_scale.py --device cuda --only translation/sutskever-wmt14-enfr --steps 2; }
+[ -z "${PUBLISH:-}" ] || for core in mingru minlstm slstm; do
+  echo "=== 8. PUBLISH=1: shakespeare-$core, the published cells' 90 s GPU budget, exported fp16"
+  recipe=recipes/char_lm/shakespeare-$core.yaml
+  timeout 300 python -m zoo.cli fit --config $recipe --trainer.accelerator gpu \
+    --trainer.enable_progress_bar false --trainer.logger CSVLogger --trainer.logger.save_dir "$OUT/$core"
+  best=runs/char_lm/shakespeare-$core/checkpoints/best.ckpt
+  for stage in validate test; do  # the manifest's val_bpc, test_bpc and test_ppl, in float32
+    timeout 120 python -m zoo.cli $stage --config $recipe --ckpt_path $best --trainer.accelerator gpu \
+      --trainer.precision 32-true --trainer.enable_progress_bar false --trainer.logger false
+  done
+  python -m zoo.cli export --checkpoint $best --name char_lm-$core-shakespeare-v1 \
+    --out "$OUT/published" --fp16
+done
