@@ -189,6 +189,8 @@ def test_sequence_dropout_mask_is_shared_across_time_steps():
     assert not torch.equal(element, element[:, :1].expand_as(element))
     locked.eval()
     assert torch.equal(locked._drop(x), x)
+    everything = CharRNN(10, functools.partial(LSTM, hidden_size=8), 4, 1.0, False, "sequence")
+    assert torch.equal(everything._drop(x), torch.zeros_like(x))  # as nn.Dropout(1.0): no NaN
 
 
 def test_dropout_mask_is_kept_in_the_config_and_checked():

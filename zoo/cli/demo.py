@@ -3,7 +3,7 @@ from the final weights, then sample from them.
 
 ``--precision auto`` (the default) trains in bf16 mixed precision where the machine computes
 bfloat16 natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16): on 2 such CPU cores that
-is about 1.6 times the steps of float32 in the same 4.5 minutes. Elsewhere bfloat16 would be
+is about 1.5 times the steps of float32 in the same 4.5 minutes. Elsewhere bfloat16 would be
 emulated, slower than float32, so it trains in float32 there. The final val/bpc is computed in
 float32 either way."""
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
-import yaml
 
 from zoo.cli import lightning, sample
 from zoo.cli.lightning import RECIPES
@@ -25,6 +22,8 @@ CHECKPOINT = Path("runs/char_lm/demo/checkpoints/last.ckpt")
 def native_bfloat16() -> str | None:
     """Why the device the demo trains on computes bfloat16 natively, or None where it does not
     (the demo's ``accelerator: auto`` takes a CUDA GPU first; on Apple's MPS it says None)."""
+    import torch  # here, not at the top: ``rnn-zoo demo --help`` stays fast
+
     if torch.cuda.is_available():
         return "this GPU computes bfloat16" if torch.cuda.is_bf16_supported() else None
     if torch.backends.mps.is_available():
@@ -44,6 +43,8 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
         return "32-true", "float32, as asked"
     if choice == "bf16":
         return "bf16-mixed", "bf16 mixed precision, as asked"
+    import yaml
+
     try:
         config = yaml.safe_load(recipe.read_text()) or {}
     except (OSError, yaml.YAMLError):  # the fit below names the file and what is wrong
