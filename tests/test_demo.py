@@ -37,3 +37,28 @@ def test_auto_keeps_a_recipe_that_sets_its_precision(cpu_only, monkeypatch, tmp_
     recipe = tmp_path / "mine.yaml"
     recipe.write_text(RECIPE.read_text() + "  precision: 16-mixed\n")  # trainer is the last key
     assert demo.training_precision("auto", recipe) == (None, "the recipe's precision (16-mixed)")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_only_the_fit_gets_the_precision(cpu_only, monkeypatch, native, capsys):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    calls = []
+    monkeypatch.setattr(demo.lightning, "main", lambda argv: calls.append(argv))
+    monkeypatch.setattr(demo.sample, "main", lambda argv: calls.append(argv) or 0)
+    assert demo.main(["--max-time", "00:00:00:05"]) == 0
+    fit, validate, _ = calls
+    assert fit[0] == "fit" and validate[0] == "validate"
+    assert ("--trainer.precision" in fit) == native
+    if native:
+        assert fit[fit.index("--trainer.precision") + 1] == "bf16-mixed"
+    assert "--trainer.precision" not in validate  # the final score is the recipe's float32
+    assert capsys.readouterr().out.startswith(
+        "rnn-zoo demo: training in " + ("bf16 mixed precision" if native else "float32")
+    )
+
+
+def test_a_recipe_named_like_the_bundled_ones_is_read_for_its_precision(cpu_only, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    # shakespeare-mingru sets bf16-mixed itself: auto leaves it, by name as by path.
+    expected = (None, "the recipe's precision (bf16-mixed)")
+    assert demo.training_precision("auto", demo.Path("char_lm/shakespeare-mingru")) == expected

@@ -25,7 +25,8 @@ def native_bfloat16() -> str | None:
     import torch  # here, not at the top: ``rnn-zoo demo --help`` stays fast
 
     if torch.cuda.is_available():
-        return "this GPU computes bfloat16" if torch.cuda.is_bf16_supported() else None
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere and later
+        return "this GPU computes bfloat16" if native else None
     if torch.backends.mps.is_available():
         return None
     for probe, name in (
@@ -46,7 +47,7 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
     import yaml
 
     try:
-        config = yaml.safe_load(recipe.read_text()) or {}
+        config = yaml.safe_load(Path(lightning.recipe_path(str(recipe))).read_text()) or {}
     except (OSError, yaml.YAMLError):  # the fit below names the file and what is wrong
         config = {}
     if isinstance(config.get("trainer"), dict) and "precision" in config["trainer"]:
