@@ -190,7 +190,11 @@ def test_sequence_dropout_mask_is_shared_across_time_steps():
     locked.eval()
     assert torch.equal(locked._drop(x), x)
     everything = CharRNN(10, functools.partial(LSTM, hidden_size=8), 4, 1.0, False, "sequence")
-    assert torch.equal(everything._drop(x), torch.zeros_like(x))  # as nn.Dropout(1.0): no NaN
+    leaf = x.clone().requires_grad_()
+    dropped = everything._drop(leaf)
+    assert torch.equal(dropped, torch.zeros_like(x))  # as nn.Dropout(1.0): no NaN
+    dropped.sum().backward()  # and still in the graph (DDP needs every parameter used)
+    assert torch.equal(leaf.grad, torch.zeros_like(x))
 
 
 def test_dropout_mask_is_kept_in_the_config_and_checked():
