@@ -178,20 +178,20 @@ def test_sequence_dropout_mask_is_shared_across_time_steps():
         10, functools.partial(LSTM, hidden_size=8), 4, dropout=0.25, dropout_mask="sequence"
     )
     x = torch.ones(64, 20, 32)
-    dropped = locked._drop(x)
+    dropped = locked.drop(x)
     # One mask per sequence and feature: every time step of a row sees the same one.
     assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))
     torch.testing.assert_close(dropped.unique(), torch.tensor([0.0, 1 / 0.75]))
     kept = (dropped[:, 0] > 0).float().mean().item()
     assert 0.70 < kept < 0.80  # 2,048 draws at p = 0.75
     # The element mask differs between time steps; neither touches anything in eval mode.
-    element = model._drop(x)
+    element = model.drop(x)
     assert not torch.equal(element, element[:, :1].expand_as(element))
     locked.eval()
-    assert torch.equal(locked._drop(x), x)
+    assert torch.equal(locked.drop(x), x)
     everything = CharRNN(10, functools.partial(LSTM, hidden_size=8), 4, 1.0, False, "sequence")
     leaf = x.clone().requires_grad_()
-    dropped = everything._drop(leaf)
+    dropped = everything.drop(leaf)
     assert torch.equal(dropped, torch.zeros_like(x))  # as nn.Dropout(1.0): no NaN
     dropped.sum().backward()  # and still in the graph (DDP needs every parameter used)
     assert torch.equal(leaf.grad, torch.zeros_like(x))

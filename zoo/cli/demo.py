@@ -47,7 +47,10 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
     import yaml
 
     try:
-        config = yaml.safe_load(Path(lightning.recipe_path(str(recipe))).read_text()) or {}
+        config = (
+            yaml.safe_load(Path(lightning.recipe_path(str(recipe))).read_text(encoding="utf-8"))
+            or {}
+        )
     except (OSError, yaml.YAMLError):  # the fit below names the file and what is wrong
         config = {}
     if isinstance(config.get("trainer"), dict) and "precision" in config["trainer"]:

@@ -10,6 +10,19 @@ from torch import Tensor, nn
 from zoo.cores import LSTM, CoreFactory, State, build_core
 
 
+class SequenceDropout(nn.Dropout):
+    """Dropout on ``(B, T, F)`` features with one mask per sequence and feature, the same at every
+    time step (Gal & Ghahramani 2016; AWD-LSTM's locked dropout)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not self.p:
+            return x
+        keep = 1.0 - self.p
+        if keep <= 0.0:  # p = 1: nothing kept (as nn.Dropout), not 0 / 0; the graph stays
+            return x * 0.0
+        return x * torch.empty_like(x[:, :1]).bernoulli_(keep).div_(keep)  # mask (B, 1, F)
+
+
 class CharRNN(nn.Module):
     """Character-level language model (Karpathy's char-rnn): embed -> recurrent core -> softmax.
 
@@ -47,7 +60,7 @@ class CharRNN(nn.Module):
         self.core = core(embedding_dim)
         if self.core.bidirectional:
             raise ValueError("a language model reads left to right: use bidirectional: false")
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout_mask == "element" else SequenceDropout(dropout)
         self.head = nn.Linear(self.core.output_size, vocab_size)
         if tie_weights:
             if self.core.output_size != embedding_dim:
@@ -62,21 +75,11 @@ class CharRNN(nn.Module):
         self.tie_weights = tie_weights
         self.dropout_mask = dropout_mask
 
-    def _drop(self, x: Tensor) -> Tensor:
-        """Dropout on ``(B, T, F)`` features, as :attr:`dropout_mask` says."""
-        if self.dropout_mask == "element" or not self.training or not self.dropout:
-            return self.drop(x)
-        keep = 1.0 - self.dropout
-        if keep <= 0.0:  # dropout 1: nothing kept (as nn.Dropout), not 0 / 0; the graph stays
-            return x * 0.0
-        mask = torch.empty_like(x[:, :1]).bernoulli_(keep).div_(keep)  # (B, 1, F)
-        return x * mask
-
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """tokens: (B, T) ids -> logits (B, T, V) and the final state."""
-        x = self._drop(self.embedding(tokens))  # (B, T, E)
+        x = self.drop(self.embedding(tokens))  # (B, T, E)
         output, state = self.core(x, state)  # (B, T, H)
-        return self.head(self._drop(output)), state
+        return self.head(self.drop(output)), state
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One step for generation: tokens (B,) -> logits (B, V)."""
