@@ -117,3 +117,41 @@ def test_print_config_shows_the_resolved_recipe(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "class_path: zoo.cores.LSTM" in out and "hidden_size: 32" in out
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("model: [unclosed\n", "not valid YAML"),
+        ("- fit\n- validate\n", "a recipe is a mapping of sections"),
+        (b"\xff\xfe\x00model", "not UTF-8 text"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "--config"],
+        ["compare", "--cores", "LSTM", "--max-time", "00:00:00:05", "--config"],
+        ["prepare", "translation", "--config"],
+        ["demo", "--recipe"],
+    ],
+    ids=["fit", "compare", "prepare", "demo"],
+)
+def test_every_command_that_reads_a_recipe_names_a_bad_one(tmp_path, capsys, monkeypatch,
+                                                           command, content, message):  # fmt: skip
+    """One reader for every command: the file and what is wrong with it, and nothing written."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.chdir(tmp_path)  # compare and demo would write under ./runs
+    line = _error_line(capsys, *command, str(bad))
+    assert f"{bad}: " in line and message in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_compare_wants_an_integer_seed(tmp_path, capsys, monkeypatch):
+    recipe = tmp_path / "drawn.yaml"
+    recipe.write_text(Path(TINY).read_text().replace("seed_everything: 0", "seed_everything: true"))
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, "compare", "--config", str(recipe), "--cores", "LSTM")
+    assert "drawn.yaml: seed_everything is True" in line
+    assert not (tmp_path / "runs").exists()

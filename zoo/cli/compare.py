@@ -13,8 +13,6 @@ import argparse
 import time
 from pathlib import Path
 
-import yaml
-
 from zoo.errors import UserError
 from zoo.files import write_text
 
@@ -112,20 +110,21 @@ def train_one(argv: list[str], metric: str, folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from zoo.cli.lightning import recipe_path
+    from zoo.cli.lightning import read_recipe, recipe_path
     from zoo.plots import check_folder, compare_figure, save_figure
     from zoo.runlog import compare_csv, compare_markdown
 
     recipe = Path(recipe_path(args.config))
-    if not recipe.is_file():
-        raise UserError(f"{args.config}: no such recipe file; 'rnn-zoo recipes' lists them")
+    seed0 = read_recipe(recipe).get("seed_everything") or 0
+    if isinstance(seed0, bool) or not isinstance(seed0, int):  # true: Lightning draws a seed
+        raise UserError(
+            f"{recipe}: seed_everything is {seed0!r}; compare seeds its runs from an integer"
+        )
     classes = check_cores(args.cores)
     out = args.out or Path("runs") / "compare" / recipe.stem
     out.mkdir(parents=True, exist_ok=True)
     check_folder(out, "--out")
     group = f"compare/{recipe.stem}/{time.strftime('%Y%m%d-%H%M%S')}"
-    seed0 = int((yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("seed_everything")
-                or 0)  # fmt: skip
     runs, curves = [], {}
     for seed in range(seed0, seed0 + args.seeds):
         for cls in classes:

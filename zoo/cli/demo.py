@@ -44,15 +44,7 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
         return "32-true", "float32, as asked"
     if choice == "bf16":
         return "bf16-mixed", "bf16 mixed precision, as asked"
-    import yaml
-
-    try:
-        config = (
-            yaml.safe_load(Path(lightning.recipe_path(str(recipe))).read_text(encoding="utf-8"))
-            or {}
-        )
-    except (OSError, yaml.YAMLError):  # the fit below names the file and what is wrong
-        config = {}
+    config = lightning.read_recipe(lightning.recipe_path(str(recipe)))
     if isinstance(config.get("trainer"), dict) and "precision" in config["trainer"]:
         return None, f"the recipe's precision ({config['trainer']['precision']})"
     reason = native_bfloat16()

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from datamodules.prepare import coco, wmt14
 from zoo.classpath import resolve_class
 from zoo.errors import UserError
@@ -131,12 +129,10 @@ def translation_module(args: argparse.Namespace) -> tuple[Any, str]:
     import datasets  # noqa: F401  (imported here, before the clock starts, not by the first split)
 
     from datamodules.parallel_text import ParallelTextDataModule  # torch and Lightning: only here
-    from zoo.cli.lightning import recipe_path
+    from zoo.cli.lightning import read_recipe, recipe_path
 
     path = Path(recipe_path(args.config))
-    if not path.is_file():
-        raise UserError(f"{args.config}: no such recipe file; 'rnn-zoo recipes' lists them")
-    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    data = read_recipe(path).get("data") or {}
     class_path = data.get("class_path", "datamodules.parallel_text.ParallelTextDataModule")
     try:
         if resolve_class(class_path, object, prefix="datamodules.") is not ParallelTextDataModule:

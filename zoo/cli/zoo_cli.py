@@ -21,6 +21,7 @@ from pytorch_lightning.cli import LightningCLI
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
+from zoo.cli.lightning import read_recipe
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -41,15 +42,7 @@ def find_task_class(argv: list[str]) -> Any:
     """The task (LightningModule) a command line asks for, from its recipes or ``--model``."""
     class_path = None
     for path in config_paths(argv):
-        if not path.is_file():
-            raise UserError(
-                f"{path}: no such recipe file; 'rnn-zoo recipes' lists the bundled ones"
-            )
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        model = config.get("model") if isinstance(config, dict) else None
+        model = read_recipe(path).get("model")
         if isinstance(model, dict) and "class_path" in model:
             class_path = model["class_path"]
     for i, arg in enumerate(argv):
