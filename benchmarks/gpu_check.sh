@@ -33,6 +33,8 @@ timeout 150 python benchmarks/char_lm_throughput.py --device cuda --hidden 512 -
 timeout 150 python benchmarks/cores.py --device cuda --steps 100 512 2048; }
 [ -n "${SKIP_SPEED:-}" ] || { echo "=== 7. paper-size translation models, bf16 at the paper's batch: words/s, Lightning vs plain"
 timeout 240 python benchmarks/paper_scale.py --device cuda --only translation/sutskever-wmt14-enfr --steps 2; }
+[ -n "${SKIP_SPEED:-}" ] || { echo "=== 7b. WMT output layer + loss, plain vs chunked_loss (bf16): ms and peak MB"
+timeout 120 python benchmarks/translation_loss.py --device cuda --rounds 2; }
 fi
 [ -z "${PUBLISH:-}" ] || for core in ${CORES:-mingru minlstm slstm}; do
   echo "=== 8. PUBLISH: shakespeare-$core, the published cells' 90 s GPU budget, exported fp16"

@@ -4,6 +4,7 @@ and LuongNMT (Luong et al. 2015), plain ``nn.Module`` s with one interface::
     logits = model(src, src_lengths, tgt_in)   # teacher forcing: (B, S), (B,), (B, T) -> (B, T, V)
     state = model.encode(src, src_lengths)     # a DecoderState for B sentences
     logits, state = model.decode_step(tokens, state)   # one target step: (N,) -> (N, V)
+    features = model.features(src, src_lengths, tgt_in)  # (B, T, F): logits = head(drop(features))
     state = model.reorder_state(state, index)  # rows ``index`` (N',), e.g. beam back-pointers
     state.attention_weights                    # (N, S) of the last step; None for Seq2Seq
 
@@ -13,7 +14,8 @@ so :mod:`zoo.decoding` runs on any of them::
     hyps = beam_search(model.decode_step, model.reorder_state, state, bos, eos, max_len)
 
 ``forward`` is the same computation as ``encode`` followed by ``decode_step`` on ``tgt_in[:, t]``
-for every ``t``; padding in ``src`` (past ``src_lengths``) does not change any result.
+for every ``t``; padding in ``src`` (past ``src_lengths``) does not change any result. ``head`` runs
+once, after the time loop, on ``features``: a loss can fuse it with the cross-entropy.
 """
 
 from __future__ import annotations
@@ -45,13 +47,15 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 class TranslationModel(nn.Module):
     """Shared parts: embeddings, packed encoding, the teacher-forcing loop, reordering, config.
 
-    Subclasses build ``encoder``, ``decoder`` and the output layers, and implement
-    :meth:`_initial_state` and :meth:`decode_step`. Every ``__init__`` argument other than the two
+    Subclasses build ``encoder``, ``decoder`` and the output layer ``head`` (an ``nn.Linear`` onto
+    the target vocabulary), and implement :meth:`_initial_state` and :meth:`decode_features`.
+    Every ``__init__`` argument other than the two
     core factories is stored under its own name, so :meth:`config` can read it back.
     """
 
     encoder: RecurrentCore
     decoder: RecurrentCore
+    head: nn.Linear
 
     def __init__(
         self,
@@ -103,9 +107,15 @@ class TranslationModel(nn.Module):
         """Encode a batch: ``(B, S)`` ids and ``(B,)`` lengths -> the decoder's initial state."""
         return self._initial_state(*self._encode_source(src, src_lengths))
 
+    def decode_features(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One target step: ``(N,)`` previous tokens -> ``(N, F)`` input of the output layer (before
+        its dropout), new state."""
+        raise NotImplementedError
+
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One target step: ``(N,)`` previous tokens -> ``(N, V)`` logits of the next, new state."""
-        raise NotImplementedError
+        features, state = self.decode_features(tokens, state)
+        return self.head(self.drop(features)), state
 
     def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
         """Rows ``index`` (N',) of the state, e.g. beams after a step (``zoo.decoding``)."""
@@ -115,15 +125,20 @@ class TranslationModel(nn.Module):
         """:meth:`reorder_state` for beam search's per-step reorders (``reorder_beams_fn``)."""
         return state.select_beams(index)
 
+    def features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing up to the output layer: ``(B, S)`` source, ``(B,)`` lengths, ``(B, T)``
+        target input (BOS first) -> ``(B, T, F)``, what ``head`` reads (before its dropout)."""
+        state = self.encode(src, src_lengths)
+        features = []
+        for t in range(tgt_in.shape[1]):
+            step_features, state = self.decode_features(tgt_in[:, t], state)  # (B, F)
+            features.append(step_features)
+        return torch.stack(features, dim=1)
+
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: ``(B, S)`` source, ``(B,)`` lengths, ``(B, T)`` target input (BOS
         first) -> ``(B, T, V)`` logits of the next target tokens."""
-        state = self.encode(src, src_lengths)
-        logits = []
-        for t in range(tgt_in.shape[1]):
-            step_logits, state = self.decode_step(tgt_in[:, t], state)  # (B, V)
-            logits.append(step_logits)
-        return torch.stack(logits, dim=1)
+        return self.head(self.drop(self.features(src, src_lengths, tgt_in)))
 
     def config(self) -> dict[str, Any]:
         """JSON-able hyperparameters that rebuild this model with :meth:`from_config`."""
@@ -194,18 +209,18 @@ class Seq2Seq(TranslationModel):
     def _initial_state(self, memory: Tensor, final: State, mask: Tensor) -> DecoderState:
         return DecoderState(rnn=self.bridge(final))  # the fixed-size vector v: no memory
 
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One target step: ``(N,)`` previous tokens -> ``(N, V)`` logits, new state."""
+    def decode_features(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One target step: ``(N,)`` previous tokens -> ``(N, H)`` top decoder state, new state."""
         x = self.drop(self.tgt_embedding(tokens))[:, None]  # (N, 1, E)
         output, rnn = self.decoder(x, state.rnn)  # (N, 1, H)
-        return self.head(self.drop(output[:, 0])), state._replace(rnn=rnn)
+        return output[:, 0], state._replace(rnn=rnn)
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """As :meth:`TranslationModel.forward`, with the decoder run over all ``T`` steps at once
+    def features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """As :meth:`TranslationModel.features`, with the decoder run over all ``T`` steps at once
         (one fused kernel call; no attention feeds back into its input)."""
         state = self.encode(src, src_lengths)
         output, _ = self.decoder(self.drop(self.tgt_embedding(tgt_in)), state.rnn)  # (B, T, H)
-        return self.head(self.drop(output))
+        return output
 
 
 class RNNSearch(TranslationModel):
@@ -277,8 +292,9 @@ class RNNSearch(TranslationModel):
             mask=mask,
         )
 
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One target step i: ``(N,)`` tokens y_{i-1} -> ``(N, V)`` logits of y_i, new state."""
+    def decode_features(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One target step i: ``(N,)`` tokens y_{i-1} -> ``(N, l)`` maxout t_i (logits of y_i are
+        ``head(t_i)``, W_o t_i), new state."""
         embedded = self.drop(self.tgt_embedding(tokens))  # (N, E): E y_{i-1}
         query = state_parts(state.rnn)[0][-1]  # (N, H): s_{i-1}, the top layer's h
         context, weights = self.attention(query, state.memory, state.mask, state.keys)  # c_i
@@ -287,11 +303,10 @@ class RNNSearch(TranslationModel):
         # uses the state *before* this step's update, s_{i-1} (eq. 4 writes g(y_{i-1}, s_i, c_i)
         # and A.2.2's left-hand side p(y_i | s_i, ...), but its t~_i reads s_{i-1}); we follow t~_i.
         t_tilde = self.readout(torch.cat([query, embedded, context], dim=-1))  # (N, 2l)
-        t = t_tilde.view(t_tilde.shape[0], -1, 2).amax(dim=-1)  # (N, l)
-        logits = self.head(self.drop(t))  # (N, V)
+        t = t_tilde.view(t_tilde.shape[0], -1, 2).amax(dim=-1)  # (N, l); W_o t_i is the head's
         step_input = torch.cat([embedded, context], dim=-1)[:, None]  # (N, 1, E + 2n)
         _, rnn = self.decoder(step_input, state.rnn)  # s_i = f(s_{i-1}, y_{i-1}, c_i)
-        return logits, state._replace(rnn=rnn, attention_weights=weights)
+        return t, state._replace(rnn=rnn, attention_weights=weights)
 
 
 class LuongNMT(TranslationModel):
@@ -371,8 +386,9 @@ class LuongNMT(TranslationModel):
             feed=feed,
         )
 
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One target step t: ``(N,)`` tokens y_{t-1} -> ``(N, V)`` logits of y_t, new state."""
+    def decode_features(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One target step t: ``(N,)`` tokens y_{t-1} -> ``(N, H~)`` attentional vector h~_t (the
+        logits of y_t are ``head(h~_t)``, W_s h~_t: eq. 6), new state."""
         x = self.drop(self.tgt_embedding(tokens))  # (N, E)
         if self.input_feed:
             x = torch.cat([x, state.feed], dim=-1)  # (N, E + H~): [y_{t-1}; h~_{t-1}]
@@ -380,6 +396,5 @@ class LuongNMT(TranslationModel):
         h = output[:, 0]  # (N, H): h_t, the top layer
         context, weights = self.attention(h, state.memory, state.mask, state.keys)  # c_t, a_t
         attentional = torch.tanh(self.combine(torch.cat([context, h], dim=-1)))  # h~_t, eq. 5
-        logits = self.head(self.drop(attentional))  # eq. 6
         feed = attentional if self.input_feed else None
-        return logits, state._replace(rnn=rnn, feed=feed, attention_weights=weights)
+        return attentional, state._replace(rnn=rnn, feed=feed, attention_weights=weights)

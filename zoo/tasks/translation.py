@@ -40,6 +40,10 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         optimizer, lr_scheduler: injected; the scheduler steps every ``scheduler_frequency``
             ``scheduler_interval`` s (0.5 epoch: Sutskever et al. 2014).
         label_smoothing: of the training loss only (perplexity is always the plain NLL).
+        chunked_loss: fuse the output layer with the cross-entropy, a chunk of target tokens at a
+            time (``torch.nn.functional.linear_cross_entropy``), so the ``(B, T, V)`` logits and
+            their gradient never exist whole: for large vocabularies (WMT's 30,000 to 80,000
+            words) on a small GPU. Same loss and gradients; not with ``label_smoothing``.
         beam_size, length_penalty, early_stopping, max_len_a, max_len_b: the test's search
             (:class:`~zoo.decoding.DecodeSettings`); the test also decodes greedily.
         val_beam_size: beam during validation (default: ``beam_size``; 1 is fastest).
@@ -67,6 +71,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_frequency: float = 1.0,
         label_smoothing: float = 0.0,
+        chunked_loss: bool = False,
         beam_size: int = 5,
         length_penalty: float = 1.0,
         early_stopping: bool = True,
@@ -79,6 +84,12 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         if beam_size < 1 or (val_beam_size is not None and val_beam_size < 1):
             raise UserError("beam_size and val_beam_size must be at least 1 (1: greedy search)")
         common.check_frequency(scheduler_interval, scheduler_frequency)
+        if chunked_loss and label_smoothing:
+            raise UserError(
+                f"model.init_args: chunked_loss has no label smoothing (torch's chunked "
+                f"linear_cross_entropy): set label_smoothing: 0.0 (not {label_smoothing}) or "
+                "chunked_loss: false"
+            )
         try:
             self.decoding = DecodeSettings(
                 beam_size, 1, length_penalty, early_stopping, max_len_a, max_len_b
@@ -92,7 +103,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
         )
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.scheduler_interval, self.scheduler_frequency = scheduler_interval, scheduler_frequency
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.chunked_loss = label_smoothing, chunked_loss
         self.val_beam_size = val_beam_size or beam_size
         self.attention_examples = attention_examples
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()
@@ -120,11 +131,20 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
 
     def _nll(self, batch: Batch, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
         """Mean cross-entropy per target token (padding ignored), and the number of tokens."""
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        targets, pad = batch.tgt_out.flatten(), self.model.pad_id
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), targets, ignore_index=pad, label_smoothing=label_smoothing
-        )
+        model = self.model
+        features = model.drop(model.features(batch.src, batch.src_lengths, batch.tgt_in))
+        features, targets, pad = features.flatten(0, 1), batch.tgt_out.flatten(), model.pad_id
+        if self.chunked_loss and torch.is_grad_enabled():  # (B * T, F) -> the mean, chunk by chunk
+            loss = F.linear_cross_entropy(
+                features, model.head.weight, targets, linear_bias=model.head.bias,
+                ignore_index=pad, options=torch.nn.LinearCrossEntropyOptions(),
+            )  # fmt: skip
+        else:
+            logits = model.head(features)  # (B * T, V); bf16 under autocast: scored in float32
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            loss = F.cross_entropy(
+                logits, targets, ignore_index=pad, label_smoothing=label_smoothing
+            )
         return loss, (targets != pad).sum()
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
