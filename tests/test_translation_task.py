@@ -251,6 +251,16 @@ def _error(monkeypatch, capsys, data: bytes, *args) -> str:
     return lines[0]
 
 
+def test_translate_refuses_to_write_over_its_input(trained, monkeypatch, capsys, tmp_path):
+    text = tmp_path / "in.en"
+    text.write_text("s1 s2\n")
+    for output in (text, tmp_path / "." / "in.en"):
+        line = _error(monkeypatch, capsys, b"", "--checkpoint", str(trained.checkpoint),
+                      "--input", str(text), "--output", str(output))  # fmt: skip
+        assert f"{output}: --output is the --input file" in line
+    assert text.read_text() == "s1 s2\n"
+
+
 def test_translate_command_errors(trained, monkeypatch, capsys, tmp_path):
     ckpt = ["--checkpoint", str(trained.checkpoint)]
     line = _error(monkeypatch, capsys, b"s1 s2\ns3 \xff s4\n", *ckpt)

@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             check_figure_path(plot)
         if args.output is not None:
             check_folder(args.output.parent, "--output")
+            if args.input is not None and args.output.exists() and args.output.samefile(args.input):
+                raise UserError(
+                    f"{args.output}: --output is the --input file; write the translation to "
+                    "another file"
+                )
     translator = load_model(args, "translation")
     if plot is not None and getattr(translator.model, "attention", None) is None:
         origin = args.pretrained or args.checkpoint
