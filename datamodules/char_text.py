@@ -16,6 +16,7 @@ window's bytes become ids only when it is served, so a 100 MB corpus is never co
 from __future__ import annotations
 
 import glob
+import sys
 import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from datamodules.resume import Resumable, trained_batches
 from datamodules.text_files import read_bytes, read_text
-from datamodules.vocab import CharVocab, code_points
+from datamodules.vocab import UNK_CHAR, CharVocab, code_points
 from zoo.errors import DataError
 
 BUNDLED_SHAKESPEARE = Path(__file__).resolve().parent / "data" / "shakespeare.txt.gz"
@@ -262,11 +263,19 @@ class CharTextDataModule(pl.LightningDataModule):
         if self.predict is None:
             return self._loader("test", self.eval_batch_size, False)
         if self.unit == "byte":
-            ids = self.vocab.encode_points(map_bytes(Path(self.predict)).astype(np.uint32))
+            points = map_bytes(Path(self.predict)).astype(np.uint32)
         else:
-            ids = self.vocab.encode_points(code_points(read_text(self.predict)))
+            points = code_points(read_text(self.predict))
+        ids = self.vocab.encode_points(points)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        unseen = np.unique(points[(ids.numpy() == 0) & (points != ord(UNK_CHAR))])
+        if len(unseen) and rank == 0:  # scored as the unknown symbol, as in evaluation: said
+            shown = "".join(map(chr, unseen[:10])) if self.unit == "char" else bytes(unseen[:10])
+            count = int(np.isin(points, unseen).sum())
+            print(f"rnn-zoo: warning: {self.predict}: {count} characters ({len(unseen)} distinct: "
+                  f"{shown!r}) are not in the model's vocabulary; they are scored as its unknown "
+                  "symbol and written as U+FFFD", file=sys.stderr)  # fmt: skip
         try:
             return StreamLoader(ids, 1, self.seq_len, rank, world, drop_last=False)
         except DataError as err:

@@ -51,6 +51,20 @@ def test_char_lm_writes_the_surprisal_of_every_character(tmp_path) -> None:
     assert sum(bits) / len(bits) == pytest.approx(expected, abs=1e-3)
 
 
+def test_char_lm_says_which_characters_it_scores_as_unknown(tmp_path, capsys) -> None:
+    ckpt = _trained("char_lm", tmp_path)
+    (tmp_path / "mixed.txt").write_text("To be 日本, or not 日 to be\n")
+    capsys.readouterr()
+    _predict(ckpt, tmp_path / "mixed.txt", tmp_path)
+    warning = [line for line in capsys.readouterr().err.splitlines() if "vocabulary" in line]
+    assert warning == [
+        f"rnn-zoo: warning: {tmp_path / 'mixed.txt'}: 3 characters (2 distinct: '日本') are not "
+        "in the model's vocabulary; they are scored as its unknown symbol and written as U+FFFD"
+    ]
+    rows = (tmp_path / "predictions.tsv").read_text().splitlines()[1:]
+    assert [json.loads(r.split("\t")[1]) for r in rows].count("\ufffd") == 3
+
+
 def test_translation_writes_the_hypotheses_in_input_order(tmp_path) -> None:
     ckpt = _trained("translation", tmp_path)
     lines = ["In the beginning God created the heavens and the earth.", "And God said.",
