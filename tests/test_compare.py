@@ -57,11 +57,17 @@ def test_compare_trains_each_core_and_writes_the_table(tmp_path, monkeypatch, ca
         (["--cores", "LSTM", "LSTM"], "a core named twice"),
         (["--max-time", "5 minutes"], "--max-time '5 minutes': write DD:HH:MM:SS"),
         (["--seeds", "0"], "--seeds 0: give 1 to 100"),
+        (["--metric", "nosuch"], "--metric 'nosuch': choose bpc, loss or ppl"),
+        (["--config", "translation/tiny"], "compare swaps the core of a char-LM recipe"),
     ],
 )
-def test_compare_refuses_bad_arguments_before_training(extra, message, capsys) -> None:
+def test_compare_refuses_bad_arguments_before_training(extra, message, capsys, tmp_path,
+                                                       monkeypatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
     assert main(["compare", "--config", "char_lm/tiny", *extra]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "training" not in err
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_markdown_averages_seeds_and_sorts_by_best() -> None:

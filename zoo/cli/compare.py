@@ -30,13 +30,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="zoo.cores classes (default: %(default)s)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=1, help="runs per core (seed, seed + 1...)")
     parser.add_argument("--max-time", default=None, help="DD:HH:MM:SS per run (default: recipe's)")
-    parser.add_argument("--metric", default="bpc", help="the val/ and test/ value compared")
+    parser.add_argument("--metric", default="bpc", help="the val/ and test/ value compared: "
+                        "bpc (default), loss or ppl")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="default: runs/compare/<recipe>")
     parser.add_argument("overrides", nargs=argparse.REMAINDER,
                         help="-- then recipe overrides for every run, e.g. -- --data.batch_size 64")  # fmt: skip
     args = parser.parse_args(argv)
     if not 1 <= args.seeds <= 100:
         raise UserError(f"--seeds {args.seeds}: give 1 to 100 runs per core")
+    if args.metric not in ("bpc", "loss", "ppl"):
+        raise UserError(f"--metric {args.metric!r}: choose bpc, loss or ppl (a char LM's values)")
     if args.max_time is not None and not _is_duration(args.max_time):
         raise UserError(f"--max-time {args.max_time!r}: write DD:HH:MM:SS, e.g. 00:00:02:00")
     args.overrides = [a for a in args.overrides if a != "--"]
@@ -115,7 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.runlog import compare_csv, compare_markdown
 
     recipe = Path(recipe_path(args.config))
-    seed0 = read_recipe(recipe).get("seed_everything") or 0
+    config = read_recipe(recipe)
+    model = config.get("model")
+    task = model.get("class_path", "") if isinstance(model, dict) else ""
+    if task.rpartition(".")[2] != "CharLanguageModel":
+        raise UserError(
+            f"{recipe}: compare swaps the core of a char-LM recipe (model: "
+            f"zoo.tasks.char_lm.CharLanguageModel), not of {task or 'no model class_path'}"
+        )
+    seed0 = config.get("seed_everything") or 0
     if isinstance(seed0, bool) or not isinstance(seed0, int):  # true: Lightning draws a seed
         raise UserError(
             f"{recipe}: seed_everything is {seed0!r}; compare seeds its runs from an integer"
