@@ -155,3 +155,18 @@ def test_compare_wants_an_integer_seed(tmp_path, capsys, monkeypatch):
     line = _error_line(capsys, "compare", "--config", str(recipe), "--cores", "LSTM")
     assert "drawn.yaml: seed_everything is True" in line
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--model.init_args.optimizer.init_args.lr", "-1", "optimizer: Invalid learning rate: -1"),
+        ("--seed_everything", "-1", "seed_everything: -1 is not in bounds"),
+        ("--model.init_args.core.init_args.hidden_size", "0", "LSTM: hidden_size must be >= 1"),
+    ],
+)
+def test_a_value_a_class_refuses_is_one_line(tmp_path, capsys, monkeypatch, flag, value, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", TINY, "--trainer.max_steps", "2", flag, value]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("rnn-zoo: error:") and message in errors[0]

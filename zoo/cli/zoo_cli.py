@@ -149,6 +149,26 @@ def user_error_in(err: BaseException) -> UserError | None:
     return None
 
 
+def own_check(err: BaseException) -> UserError | None:
+    """A ValueError that an rnn-zoo class raised checking its own arguments (``hidden_size must
+    be >= 1, got 0``), found in the chain jsonargparse wraps it in, as one line; None if the
+    chain holds none (then it is a bug, and its traceback is shown)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        frame = tb.tb_frame if tb is not None else None
+        raised_in = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if type(err) is ValueError and raised_in.partition(".")[0] in ("zoo", "datamodules"):
+            owner = frame.f_locals.get("self")
+            where = type(owner).__name__ if owner is not None else raised_in
+            return UserError(f"{where}: {err}")
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def unlogged(callbacks: list | None) -> list:
     """A recipe's callbacks for a run without a logger: a ``LearningRateMonitor`` (which Lightning
     refuses to start without one, after the data is prepared) is left out, with a note."""
@@ -191,10 +211,16 @@ class ZooCLI(LightningCLI):
             message = " ".join(str(err).split())
             raise UserError(misspelt_key(message, args) or f"{configs}: {message}") from None
         except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
-            cause = user_error_in(err)
+            cause = user_error_in(err) or own_check(err)
             if cause is None:
                 raise
             raise cause from None
+
+    def _set_seed(self) -> None:
+        try:
+            super()._set_seed()
+        except ValueError as err:  # numpy's bounds: "-1 is not in bounds, numpy accepts ..."
+            raise UserError(f"seed_everything: {err}") from None
 
     @property
     def recipe(self) -> str:

@@ -75,7 +75,10 @@ def optimizers(
     """``configure_optimizers`` from injected callables (LightningCLI's ``OptimizerCallable``):
     the scheduler is stepped every ``frequency`` ``interval`` s; a fraction of an epoch
     (``0.5``: every half epoch, Sutskever et al. 2014) becomes that many training batches."""
-    opt = optimizer(module.parameters())
+    try:
+        opt = optimizer(module.parameters())
+    except ValueError as err:  # torch.optim checks its settings: "Invalid learning rate: -1.0"
+        raise UserError(f"model.init_args.optimizer: {err}") from None
     if lr_scheduler is None:
         return opt
     if frequency < 1:  # a fraction of an epoch, in this run's training batches per epoch
