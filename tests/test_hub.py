@@ -456,6 +456,15 @@ def test_a_malformed_manifest_is_a_clear_error(tmp_path, text, match):
         hub.download(NAME, manifest=manifest)
 
 
+def test_a_manifest_that_is_no_text_file_is_a_clear_error(tmp_path):
+    latin1 = tmp_path / "manifest.yaml"
+    latin1.write_bytes("checkpoints: [{name: caf\xe9}]".encode("latin-1"))
+    with pytest.raises(hub.PretrainedError, match="manifest.yaml: not UTF-8 text; not a manifest"):
+        hub.list_pretrained(latin1)
+    with pytest.raises(hub.PretrainedError, match=f"{tmp_path}: a folder, not a manifest file"):
+        hub.list_pretrained(tmp_path)
+
+
 # --- command line ---------------------------------------------------------------------------
 
 

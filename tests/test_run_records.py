@@ -147,6 +147,15 @@ def test_plot_errors_name_the_folder(tmp_path: Path, capsys) -> None:
     bad.write_text("step,train/loss\n1,oops\n")
     assert main(["plot", str(tmp_path)]) == 2
     assert "metrics.csv:2: train/loss = 'oops' is not a number" in capsys.readouterr().err
+    bad.write_bytes(b"step,train/loss\n1,0.5\n\xe92,")
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "metrics.csv: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_row_cut_short_by_a_killed_run_is_left_out(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,train/loss,step,val/bpc\n0,2.5,9,\n0,,9,3.25\n0,2.25,19,\n0,2.")
+    assert read_metrics(metrics) == {"train/loss": ([9, 19], [2.5, 2.25]), "val/bpc": ([9], [3.25])}
 
 
 def test_translation_summary_holds_the_sacrebleu_signature(tmp_path: Path) -> None:

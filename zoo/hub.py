@@ -61,6 +61,10 @@ def read_manifest(manifest: str | Path | None = None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PretrainedError(f"{path}: no manifest; set RNN_ZOO_MANIFEST to one") from None
+    except IsADirectoryError:
+        raise PretrainedError(f"{path}: a folder, not a manifest file") from None
+    except UnicodeDecodeError:
+        raise PretrainedError(f"{path}: not UTF-8 text; not a manifest") from None
     except yaml.YAMLError as err:
         raise PretrainedError(f"{path}: not valid YAML ({one_line(err)})") from None
     entries = data.get("checkpoints") if isinstance(data, dict) else None

@@ -61,12 +61,17 @@ def read_metrics(path: str | Path) -> dict[str, Series]:
         UserError: the file is not a CSV logger's (no ``step`` column) or a value is not a number.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; not a CSV logger's metrics file") from None
     if rows and "step" not in rows[0]:
         raise UserError(f"{path}: no 'step' column; not a CSV logger's metrics file")
     points: dict[str, dict[int, float]] = {}
     for line, row in enumerate(rows, start=2):
+        if row["step"] in ("", None):  # a row cut short (a run killed mid-write): no step to plot
+            continue
         for name, cell in row.items():
             if name in ("step", "epoch") or cell in ("", None):
                 continue
