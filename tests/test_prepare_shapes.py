@@ -220,3 +220,9 @@ def test_pictures_out_of_range_are_refused_before_any_is_drawn(tmp_path: Path, s
 def test_a_negative_count_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PrepareError, match="picture counts must be >= 0 .*'val': -1"):
         make_shapes(tmp_path, n_val=-1)
+
+
+def test_no_pictures_at_all_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="no pictures asked for; give --train, --val or --test"):
+        make_shapes(tmp_path / "out", n_train=0, n_val=0, n_test=0)
+    assert not (tmp_path / "out").exists()

@@ -264,6 +264,8 @@ def make_shapes(
         )
     if min(sizes.values()) < 0:
         raise PrepareError(f"{out_dir}: picture counts must be >= 0 (got {sizes})")
+    if not any(sizes.values()):
+        raise PrepareError(f"{out_dir}: no pictures asked for; give --train, --val or --test > 0")
     out_dir = Path(out_dir)
     remove_annotations(out_dir)
     images: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
