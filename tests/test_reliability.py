@@ -165,10 +165,14 @@ def test_weights_only_false_is_refused(tmp_path, capsys):
     assert "--weights_only false" in line
 
 
-@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "other task", "pickled"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "truncated", "text", "other task", "pickled", "folder"]
+)
 def test_ckpt_path_errors_are_one_line_naming_the_file(kind, tmp_path, capsys):
     path = tmp_path / f"{kind.replace(' ', '_')}.ckpt"
-    if kind == "truncated":
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "truncated":
         whole = _char_checkpoint(tmp_path / "whole.ckpt").read_bytes()
         path.write_bytes(whole[: len(whole) // 2])
     elif kind == "text":
@@ -180,6 +184,7 @@ def test_ckpt_path_errors_are_one_line_naming_the_file(kind, tmp_path, capsys):
     line = _error_line(capsys, "fit", "--config", TINY, "--ckpt_path", path,
                        "--trainer.default_root_dir", tmp_path / "run")  # fmt: skip
     assert str(path) in line
+    assert ("a folder; give the checkpoint file in it" in line) == (kind == "folder")
     assert not (tmp_path / "marker").exists()
 
 

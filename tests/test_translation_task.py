@@ -259,6 +259,9 @@ def test_translate_refuses_to_write_over_its_input(trained, monkeypatch, capsys,
                       "--input", str(text), "--output", str(output))  # fmt: skip
         assert f"{output}: --output is the --input file" in line
     assert text.read_text() == "s1 s2\n"
+    line = _error(monkeypatch, capsys, b"", "--checkpoint", str(trained.checkpoint),
+                  "--input", str(tmp_path))  # fmt: skip
+    assert f"{tmp_path}: a folder; --input takes a text file" in line
 
 
 def test_translate_command_errors(trained, monkeypatch, capsys, tmp_path):

@@ -69,6 +69,8 @@ def read_checkpoint(
 
 
 def _read(path: Path, task: str | None, map_location: Any) -> dict:
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder; give the checkpoint file in it (a .ckpt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):

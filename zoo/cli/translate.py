@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.window < 1:
         raise UserError("--window must be at least 1")
+    if args.input is not None and args.input.is_dir():
+        raise UserError(f"{args.input}: a folder; --input takes a text file")
     if args.input is not None and not args.input.is_file():
         raise UserError(f"{args.input}: no such file for --input")
     plot = args.plot_attention
