@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from zoo.cli import demo
+from zoo.errors import UserError
 
 RECIPE = demo.RECIPES / "char_lm" / "demo.yaml"
 
@@ -62,3 +63,15 @@ def test_a_recipe_named_like_the_bundled_ones_is_read_for_its_precision(cpu_only
     # shakespeare-mingru sets bf16-mixed itself: auto leaves it, by name as by path.
     expected = (None, "the recipe's precision (bf16-mixed)")
     assert demo.training_precision("auto", demo.Path("char_lm/shakespeare-mingru")) == expected
+
+
+def test_a_prime_outside_the_vocabulary_is_refused_before_training(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(demo.lightning, "main", lambda argv: calls.append(argv))
+    monkeypatch.setattr(demo.sample, "main", lambda argv: calls.append(argv) or 0)
+    with pytest.raises(UserError, match=r"--prime: characters not in the model's vocabulary: '日"):
+        demo.main(["--prime", "To be 日本", "--max-time", "00:00:00:05"])
+    assert calls == [] and not list(tmp_path.iterdir())  # nothing trained, nothing written
+    demo.main(["--prime", "To be", "--max-time", "00:00:00:05"])  # its characters are all known
+    assert [argv[0] for argv in calls] == ["fit", "validate", "--checkpoint"]

@@ -53,6 +53,19 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
     return None, "float32 (bfloat16 is not native here)"
 
 
+def check_prime(prime: str, recipe: list[str]) -> None:
+    """Refuse a ``--prime`` with characters the recipe's training text lacks, before training
+    (sampling would refuse it only after the whole budget)."""
+    from zoo.cli.zoo_cli import ZooCLI, find_task_class
+
+    argv = [*lightning.resolve_configs(recipe), "--trainer.logger", "false"]  # no run folder
+    cli = ZooCLI(find_task_class(argv), args=argv, run=False)  # reads the data: its vocabulary
+    try:
+        cli.datamodule.vocab.encode(prime, strict=True)
+    except ValueError as err:
+        raise UserError(f"--prime: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnn-zoo demo", description=__doc__)
     parser.add_argument("--recipe", type=Path, default=RECIPES / "char_lm" / "demo.yaml")
@@ -66,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
         raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
+    recipe = ["--config", str(args.recipe)]
+    if args.prime != "\n":
+        check_prime(args.prime, recipe)
     precision, why = training_precision(args.precision, args.recipe)
     print(f"rnn-zoo demo: training in {why}", flush=True)
-    recipe = ["--config", str(args.recipe)]
     extra = ["--trainer.max_time", args.max_time] if args.max_time else []
     extra += ["--trainer.precision", precision] if precision else []
     lightning.main(["fit", *recipe, *extra])
