@@ -170,3 +170,17 @@ def test_a_value_a_class_refuses_is_one_line(tmp_path, capsys, monkeypatch, flag
     assert main(["fit", "--config", TINY, "--trainer.max_steps", "2", flag, value]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("rnn-zoo: error:") and message in errors[0]
+
+
+def test_validate_without_a_checkpoint_says_it_scores_an_untrained_model(tmp_path, capsys,
+                                                                          monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # the recipe's checkpoints go to ./runs
+    run = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
+    assert main(["validate", "--config", TINY, "--trainer.limit_val_batches", "2", *run]) == 0
+    warning = "validate without --ckpt_path scores the recipe's model as initialised, untrained"
+    assert warning in capsys.readouterr().err
+    assert main(["fit", "--config", TINY, "--trainer.max_steps", "2", *run,
+                 "--trainer.enable_checkpointing", "true"]) == 0  # fmt: skip
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    assert main(["validate", "--ckpt_path", str(ckpt), "--trainer.limit_val_batches", "2"]) == 0
+    assert "untrained" not in capsys.readouterr().err
