@@ -125,6 +125,7 @@ def test_print_config_shows_the_resolved_recipe(capsys):
         ("model: [unclosed\n", "not valid YAML"),
         ("- fit\n- validate\n", "a recipe is a mapping of sections"),
         (b"\xff\xfe\x00model", "not UTF-8 text"),
+        ("# nothing but a comment\n", "empty; a recipe has model:, data: and trainer:"),
     ],
 )
 @pytest.mark.parametrize(

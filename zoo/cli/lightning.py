@@ -48,7 +48,7 @@ def read_recipe(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if config is None:
-        return {}
+        raise UserError(f"{path}: empty; a recipe has model:, data: and trainer: sections")
     if not isinstance(config, dict):
         raise UserError(
             f"{path}: a recipe is a mapping of sections (model:, data:, trainer:), "
