@@ -1,10 +1,12 @@
-"""Arguments several commands share: where the model comes from, and the device."""
+"""What several commands share: where the model comes from, the device, reading a recipe."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from zoo.errors import UserError
 
 
 def add_model_source(parser: argparse.ArgumentParser, task: str) -> None:
@@ -31,3 +33,27 @@ def load_model(args: argparse.Namespace, task: str) -> Any:
     if args.pretrained:
         return load(args.pretrained, device, task=task)
     return PREDICTORS[task].from_checkpoint(args.checkpoint, device)
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file's settings, as a mapping; a missing file, bad YAML or a top level that is not
+    a mapping is a one-line :class:`UserError` that names the file."""
+    import yaml  # here: 'rnn-zoo --help' and 'rnn-zoo demo --help' import this module
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file; 'rnn-zoo recipes' lists the bundled ones")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a recipe (not UTF-8 text)") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if config is None:
+        raise UserError(f"{path}: empty; a recipe has model:, data: and trainer: sections")
+    if not isinstance(config, dict):
+        raise UserError(
+            f"{path}: a recipe is a mapping of sections (model:, data:, trainer:), "
+            f"not a {type(config).__name__}"
+        )
+    return config

@@ -113,7 +113,8 @@ def train_one(argv: list[str], metric: str, folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from zoo.cli.lightning import read_recipe, recipe_path
+    from zoo.cli.common import read_recipe
+    from zoo.cli.lightning import recipe_path
     from zoo.plots import check_folder, compare_figure, save_figure
     from zoo.runlog import compare_csv, compare_markdown
 

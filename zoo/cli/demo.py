@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from zoo.cli import lightning, sample
+from zoo.cli.common import read_recipe
 from zoo.cli.lightning import RECIPES
 from zoo.errors import UserError
 
@@ -44,7 +45,7 @@ def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
         return "32-true", "float32, as asked"
     if choice == "bf16":
         return "bf16-mixed", "bf16 mixed precision, as asked"
-    config = lightning.read_recipe(lightning.recipe_path(str(recipe)))
+    config = read_recipe(lightning.recipe_path(str(recipe)))
     if isinstance(config.get("trainer"), dict) and "precision" in config["trainer"]:
         return None, f"the recipe's precision ({config['trainer']['precision']})"
     reason = native_bfloat16()

@@ -33,30 +33,6 @@ def recipe_path(value: str) -> str:
     return str(bundled) if bundled.is_file() else value
 
 
-def read_recipe(path: str | Path) -> dict:
-    """A recipe file's settings, as a mapping; a missing file, bad YAML or a top level that is not
-    a mapping is a one-line :class:`UserError` that names the file."""
-    import yaml  # here: 'rnn-zoo --help' and 'rnn-zoo demo --help' import this module
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such recipe file; 'rnn-zoo recipes' lists the bundled ones")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a recipe (not UTF-8 text)") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if config is None:
-        raise UserError(f"{path}: empty; a recipe has model:, data: and trainer: sections")
-    if not isinstance(config, dict):
-        raise UserError(
-            f"{path}: a recipe is a mapping of sections (model:, data:, trainer:), "
-            f"not a {type(config).__name__}"
-        )
-    return config
-
-
 def resolve_configs(argv: list[str]) -> list[str]:
     """``argv`` with every ``--config`` value turned into a file path (:func:`recipe_path`)."""
     out = list(argv)

@@ -129,7 +129,8 @@ def translation_module(args: argparse.Namespace) -> tuple[Any, str]:
     import datasets  # noqa: F401  (imported here, before the clock starts, not by the first split)
 
     from datamodules.parallel_text import ParallelTextDataModule  # torch and Lightning: only here
-    from zoo.cli.lightning import read_recipe, recipe_path
+    from zoo.cli.common import read_recipe
+    from zoo.cli.lightning import recipe_path
 
     path = Path(recipe_path(args.config))
     data = read_recipe(path).get("data") or {}

@@ -21,7 +21,7 @@ from pytorch_lightning.cli import LightningCLI
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
-from zoo.cli.lightning import read_recipe
+from zoo.cli.common import read_recipe
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
