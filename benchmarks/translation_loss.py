@@ -40,7 +40,8 @@ def one(mode: str, recipe: str, tokens_per_row: int, device: str) -> dict:
     n = batch * tokens_per_row
     torch.manual_seed(0)  # the head's initialisation
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, features, generator=g).to(device).requires_grad_()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32  # what the decoder hands on
+    x = torch.randn(n, features, generator=g).to(device, dtype).requires_grad_()
     head = torch.nn.Linear(features, vocab).to(device)
     y = torch.randint(1, vocab, (n,), generator=g).to(device)
     y[::9] = 0  # some padding

@@ -271,7 +271,7 @@ class CharTextDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         unseen = np.unique(points[(ids.numpy() == 0) & (points != ord(UNK_CHAR))])
         if len(unseen) and rank == 0:  # scored as the unknown symbol, as in evaluation: said
-            shown = "".join(map(chr, unseen[:10])) if self.unit == "char" else bytes(unseen[:10])
+            shown = "".join(map(chr, unseen[:10])) if self.unit == "char" else bytes(unseen[:10].astype(np.uint8))
             count = int(np.isin(points, unseen).sum())
             print(f"rnn-zoo: warning: {self.predict}: {count} characters ({len(unseen)} distinct: "
                   f"{shown!r}) are not in the model's vocabulary; they are scored as its unknown "

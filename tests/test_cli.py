@@ -178,10 +178,23 @@ def test_validate_without_a_checkpoint_says_it_scores_an_untrained_model(tmp_pat
     monkeypatch.chdir(tmp_path)  # the recipe's checkpoints go to ./runs
     run = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
     assert main(["validate", "--config", TINY, "--trainer.limit_val_batches", "2", *run]) == 0
-    warning = "validate without --ckpt_path scores the recipe's model as initialised, untrained"
+    warning = "validate without a ckpt_path scores the recipe's model as initialised, untrained"
     assert warning in capsys.readouterr().err
     assert main(["fit", "--config", TINY, "--trainer.max_steps", "2", *run,
                  "--trainer.enable_checkpointing", "true"]) == 0  # fmt: skip
     ckpt = next(tmp_path.rglob("last.ckpt"))
     assert main(["validate", "--ckpt_path", str(ckpt), "--trainer.limit_val_batches", "2"]) == 0
+    assert "untrained" not in capsys.readouterr().err
+    saved = tmp_path / "with_ckpt.yaml"  # a ckpt_path from a config file counts too
+    saved.write_text(f"ckpt_path: {ckpt}\n")
+    argv = [
+        "validate",
+        "--config",
+        TINY,
+        "--config",
+        str(saved),
+        "--trainer.limit_val_batches",
+        "2",
+    ]
+    assert main([*argv, *run]) == 0
     assert "untrained" not in capsys.readouterr().err

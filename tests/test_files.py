@@ -1,5 +1,5 @@
-"""zoo.files.atomic_path on targets that are not plain files: a symbolic link is written through,
-a named pipe (as a device would be) is written in place instead of being replaced by a file."""
+"""zoo.files.atomic_path on targets that are not plain files: a symbolic link is replaced (its
+target left alone), a named pipe (as a device would be) is written in place, not replaced."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import pytest
 from zoo.files import write_text
 
 
-def test_a_symlink_is_written_through_and_stays_a_link(tmp_path):
-    target, link = tmp_path / "real.txt", tmp_path / "link.txt"
-    target.write_text("old\n")
-    link.symlink_to(target)
-    write_text(link, "new\n")
-    assert link.is_symlink() and os.readlink(link) == str(target)
-    assert target.read_text() == "new\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]  # no leftovers
+def test_a_symlink_is_replaced_and_the_file_it_pointed_to_is_left_alone(tmp_path):
+    """As Lightning's save_last='link' leaves it: last.ckpt -> best.ckpt. Writing last.ckpt must
+    not overwrite the best weights."""
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    best.write_text("best\n")
+    last.symlink_to(best.name)
+    write_text(last, "latest\n")
+    assert not last.is_symlink() and last.read_text() == "latest\n"
+    assert best.read_text() == "best\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")

@@ -154,7 +154,8 @@ def test_plot_errors_name_the_folder(tmp_path: Path, capsys) -> None:
 
 def test_a_row_cut_short_by_a_killed_run_is_left_out(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.csv"
-    metrics.write_text("epoch,train/loss,step,val/bpc\n0,2.5,9,\n0,,9,3.25\n0,2.25,19,\n0,2.")
+    # Lightning's column order: the step before the values, so a cut row still has its step.
+    metrics.write_text("epoch,step,train/loss,val/bpc\n0,9,2.5,\n0,9,,3.25\n0,19,2.25,\n0,29,2.")
     assert read_metrics(metrics) == {"train/loss": ([9, 19], [2.5, 2.25]), "val/bpc": ([9], [3.25])}
 
 

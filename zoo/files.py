@@ -110,17 +110,17 @@ def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block succeeds it is synced to disk and
     renamed onto ``path``, on any error it is removed (the old ``path``, if any, stays).
 
-    A symbolic link is written through (the file it points to is replaced, the link stays). A
-    device or a named pipe (``/dev/null``, ``/dev/full``, a FIFO) is yielded itself and written
-    in place: a rename would replace it with a regular file.
+    A device or a named pipe (``/dev/null``, ``/dev/full``, a FIFO), and any path under
+    ``/dev`` or ``/proc`` (``/dev/stdout``), is yielded itself and written in place: a rename
+    would replace it with a regular file. A symbolic link is replaced, and the file it pointed
+    to is left as it was (a ``last.ckpt`` linked to a ``best.ckpt`` never overwrites it).
 
     Raises:
         UserError: the write failed (a read-only folder, a full disk): one line naming ``path``.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file() and not path.is_dir():  # a device, a pipe, a socket
+    special = path.absolute().parts[1:2] in (("dev",), ("proc",))
+    if special or (path.exists() and not path.is_file() and not path.is_dir()):  # a device, a pipe
         try:
             yield path
         except OSError as err:

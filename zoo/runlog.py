@@ -62,16 +62,16 @@ def read_metrics(path: str | Path) -> dict[str, Series]:
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; not a CSV logger's metrics file") from None
+    if text and not text.endswith("\n"):  # a row cut short (a run killed mid-write): left out
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     if rows and "step" not in rows[0]:
         raise UserError(f"{path}: no 'step' column; not a CSV logger's metrics file")
     points: dict[str, dict[int, float]] = {}
     for line, row in enumerate(rows, start=2):
-        if row["step"] in ("", None):  # a row cut short (a run killed mid-write): no step to plot
-            continue
         for name, cell in row.items():
             if name in ("step", "epoch") or cell in ("", None):
                 continue

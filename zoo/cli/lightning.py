@@ -56,10 +56,6 @@ def main(argv: list[str]) -> int:
 
     argv = with_saved_recipe(resolve_configs(argv))
     argv, init_from = take_option(argv, "--init_from")
-    wants_help = any(a in ("-h", "--help") or a.startswith("--print_config") for a in rest)
-    if command != "fit" and take_option(argv, "--ckpt_path")[1] is None and not wants_help:
-        print(f"rnn-zoo: warning: {command} without --ckpt_path scores the recipe's model as "
-              "initialised, untrained; pass --ckpt_path CHECKPOINT", file=sys.stderr)  # fmt: skip
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from zoo.tasks.runs import finish_wandb

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -9,6 +10,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,8 +167,20 @@ def own_check(err: BaseException) -> UserError | None:
             owner = frame.f_locals.get("self")
             where = type(owner).__name__ if owner is not None else raised_in
             return UserError(f"{where}: {err}")
-        err = err.__cause__ or err.__context__
+        err = err.__cause__
     return None
+
+
+@contextlib.contextmanager
+def own_checks() -> Iterator[None]:
+    """While the recipe is parsed and its classes built (not while a fit runs, where a ValueError
+    is a bug): a ValueError an rnn-zoo class raised checking its arguments is tagged with its one
+    line (:func:`own_check`), which ``ZooCLI`` raises in place of jsonargparse's wrapping."""
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        err.own_check = own_check(err)  # type: ignore[attr-defined]
+        raise
 
 
 def unlogged(callbacks: list | None) -> list:
@@ -211,10 +225,25 @@ class ZooCLI(LightningCLI):
             message = " ".join(str(err).split())
             raise UserError(misspelt_key(message, args) or f"{configs}: {message}") from None
         except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
-            cause = user_error_in(err) or own_check(err)
+            cause = user_error_in(err) or getattr(err, "own_check", None)
             if cause is None:
                 raise
             raise cause from None
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        with own_checks():
+            super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        with own_checks():
+            super().instantiate_classes()
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        if self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
+            print(f"rnn-zoo: warning: {self.subcommand} without a ckpt_path scores the recipe's "
+                  "model as initialised, untrained; pass --ckpt_path CHECKPOINT",
+                  file=sys.stderr)  # fmt: skip
 
     def _set_seed(self) -> None:
         try:

@@ -41,9 +41,10 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
             ``scheduler_interval`` s (0.5 epoch: Sutskever et al. 2014).
         label_smoothing: of the training loss only (perplexity is always the plain NLL).
         chunked_loss: fuse the output layer with the cross-entropy, a chunk of target tokens at a
-            time (``torch.nn.functional.linear_cross_entropy``), so the ``(B, T, V)`` logits and
-            their gradient never exist whole: for large vocabularies (WMT's 30,000 to 80,000
-            words) on a small GPU. Same loss and gradients; not with ``label_smoothing``.
+            time (``torch.nn.functional.linear_cross_entropy``), so in training the ``(B, T, V)``
+            logits and their gradient never exist whole: for large vocabularies (WMT's 30,000 to
+            80,000 words) on a small GPU. Same loss and gradients; not with ``label_smoothing``.
+            Evaluation (no gradients kept) scores the plain way.
         beam_size, length_penalty, early_stopping, max_len_a, max_len_b: the test's search
             (:class:`~zoo.decoding.DecodeSettings`); the test also decodes greedily.
         val_beam_size: beam during validation (default: ``beam_size``; 1 is fastest).
@@ -139,6 +140,7 @@ class TranslationTask(common.FromCheckpoint, pl.LightningModule):
                 features, model.head.weight, targets, linear_bias=model.head.bias,
                 ignore_index=pad, options=torch.nn.LinearCrossEntropyOptions(),
             )  # fmt: skip
+            loss = loss.to(torch.promote_types(loss.dtype, torch.float32))  # bf16 under autocast
         else:
             logits = model.head(features)  # (B * T, V); bf16 under autocast: scored in float32
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
