@@ -61,8 +61,11 @@ def check_prime(prime: str, recipe: list[str]) -> None:
 
     argv = [*lightning.resolve_configs(recipe), "--trainer.logger", "false"]  # no run folder
     cli = ZooCLI(find_task_class(argv), args=argv, run=False)  # reads the data: its vocabulary
+    vocab = getattr(cli.datamodule, "vocab", None)
+    if vocab is None or not hasattr(vocab, "encode"):
+        raise UserError(f"{recipe[-1]}: the demo trains a char-LM recipe, not this one")
     try:
-        cli.datamodule.vocab.encode(prime, strict=True)
+        vocab.encode(prime, strict=True)
     except ValueError as err:
         raise UserError(f"--prime: {err}") from None
 
