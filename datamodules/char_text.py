@@ -269,13 +269,16 @@ class CharTextDataModule(pl.LightningDataModule):
         ids = self.vocab.encode_points(points)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        unseen = np.unique(points[(ids.numpy() == 0) & (points != ord(UNK_CHAR))])
-        if len(unseen) and rank == 0:  # scored as the unknown symbol, as in evaluation: said
-            shown = "".join(map(chr, unseen[:10])) if self.unit == "char" else bytes(unseen[:10].astype(np.uint8))
-            count = int(np.isin(points, unseen).sum())
-            print(f"rnn-zoo: warning: {self.predict}: {count} characters ({len(unseen)} distinct: "
-                  f"{shown!r}) are not in the model's vocabulary; they are scored as its unknown "
-                  "symbol and written as U+FFFD", file=sys.stderr)  # fmt: skip
+        outside = (ids.numpy() == 0) & (points != ord(UNK_CHAR))  # scored as the unknown symbol
+        if outside.any() and rank == 0:  # as evaluation does, but said
+            unseen = np.unique(points[outside])
+            first = unseen[:10]
+            shown = (
+                "".join(map(chr, first)) if self.unit == "char" else bytes(first.astype(np.uint8))
+            )
+            print(f"rnn-zoo: warning: {self.predict}: {int(outside.sum())} characters "
+                  f"({len(unseen)} distinct: {shown!r}) are not in the model's vocabulary; they are "
+                  "scored as its unknown symbol and written as U+FFFD", file=sys.stderr)  # fmt: skip
         try:
             return StreamLoader(ids, 1, self.seq_len, rank, world, drop_last=False)
         except DataError as err:

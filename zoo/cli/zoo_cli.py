@@ -140,47 +140,49 @@ def misspelt_key(message: str, args: list[str]) -> str | None:
     return f"{where}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
 
 
-def user_error_in(err: BaseException) -> UserError | None:
-    """The :class:`UserError` an exception was raised from, if any (its cause chain)."""
+def _chain(err: BaseException | None, context: bool = True) -> Iterator[BaseException]:
+    """``err`` and what it was raised from (``__cause__``, else ``__context__`` if asked)."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
-            return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+        yield err
+        err = err.__cause__ or (err.__context__ if context else None)
+
+
+def user_error_in(err: BaseException) -> UserError | None:
+    """The :class:`UserError` an exception was raised from, if any (its cause chain)."""
+    return next((e for e in _chain(err) if isinstance(e, UserError)), None)
 
 
 def own_check(err: BaseException) -> UserError | None:
     """A ValueError that an rnn-zoo class raised checking its own arguments (``hidden_size must
     be >= 1, got 0``), found in the chain jsonargparse wraps it in, as one line; None if the
     chain holds none (then it is a bug, and its traceback is shown)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        tb = err.__traceback__
+    for cause in _chain(err, context=False):
+        tb = cause.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         frame = tb.tb_frame if tb is not None else None
         raised_in = frame.f_globals.get("__name__", "") if frame is not None else ""
-        if type(err) is ValueError and raised_in.partition(".")[0] in ("zoo", "datamodules"):
+        if type(cause) is ValueError and raised_in.partition(".")[0] in ("zoo", "datamodules"):
             owner = frame.f_locals.get("self")
             where = type(owner).__name__ if owner is not None else raised_in
-            return UserError(f"{where}: {err}")
-        err = err.__cause__
+            return UserError(f"{where}: {cause}")
     return None
 
 
 @contextlib.contextmanager
 def own_checks() -> Iterator[None]:
     """While the recipe is parsed and its classes built (not while a fit runs, where a ValueError
-    is a bug): a ValueError an rnn-zoo class raised checking its arguments is tagged with its one
-    line (:func:`own_check`), which ``ZooCLI`` raises in place of jsonargparse's wrapping."""
+    is a bug): a ValueError an rnn-zoo class raised checking its arguments becomes its one line
+    (:func:`own_check`) in place of jsonargparse's wrapping."""
     try:
         yield
     except (ValueError, TypeError) as err:
-        err.own_check = own_check(err)  # type: ignore[attr-defined]
-        raise
+        cause = user_error_in(err) or own_check(err)
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def unlogged(callbacks: list | None) -> list:
@@ -225,7 +227,7 @@ class ZooCLI(LightningCLI):
             message = " ".join(str(err).split())
             raise UserError(misspelt_key(message, args) or f"{configs}: {message}") from None
         except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
-            cause = user_error_in(err) or getattr(err, "own_check", None)
+            cause = user_error_in(err)
             if cause is None:
                 raise
             raise cause from None
@@ -239,9 +241,9 @@ class ZooCLI(LightningCLI):
             super().instantiate_classes()
 
     def before_instantiate_classes(self) -> None:
-        config = self.config.get(self.subcommand) if self.subcommand else None
-        if self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
-            print(f"rnn-zoo: warning: {self.subcommand} without a ckpt_path scores the recipe's "
+        command = self.subcommand
+        if command in ("validate", "test", "predict") and not self.config[command].get("ckpt_path"):
+            print(f"rnn-zoo: warning: {command} without a ckpt_path scores the recipe's "
                   "model as initialised, untrained; pass --ckpt_path CHECKPOINT",
                   file=sys.stderr)  # fmt: skip
 

@@ -49,8 +49,8 @@ class TranslationModel(nn.Module):
 
     Subclasses build ``encoder``, ``decoder`` and the output layer ``head`` (an ``nn.Linear`` onto
     the target vocabulary), and implement :meth:`_initial_state` and :meth:`decode_features`.
-    Every ``__init__`` argument other than the two
-    core factories is stored under its own name, so :meth:`config` can read it back.
+    Every ``__init__`` argument other than the two core factories is stored under its own name,
+    so :meth:`config` can read it back.
     """
 
     encoder: RecurrentCore

@@ -227,7 +227,7 @@ def forced_alignment(
     state = model.encode(src, src_lengths)
     rows = []
     for t in range(width):
-        _, state = model.decode_step(tgt_in[:, t], state)
+        _, state = model.decode_features(tgt_in[:, t], state)  # the weights only: no output layer
         if state.attention_weights is None:
             return None
         rows.append(state.attention_weights.float())  # (B, S)
