@@ -51,5 +51,5 @@ fi
   done
   mkdir -p "$OUT/published"
   python -m zoo.cli export --checkpoint $best --name char_lm-$core-shakespeare-v1 \
-    --out "$OUT/published" --fp16 | tee "$OUT/published/$core.yaml"
+    --out "$OUT/published" --fp16 --force | tee "$OUT/published/$core.yaml"
 done

@@ -27,7 +27,7 @@ from zoo.checkpoint import read_checkpoint
 from zoo.cli.export import main as export_main
 from zoo.cli.pretrained import main as pretrained_main
 from zoo.cores import GRU, LSTM, LayerNormLSTM
-from zoo.errors import CheckpointError, UserError
+from zoo.errors import CheckpointError, PretrainedError, UserError
 from zoo.files import sha256_of
 from zoo.models import CharRNN
 from zoo.predict.char_lm import generate_text
@@ -484,6 +484,23 @@ def test_export_and_pretrained_commands(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.strip() == str(tmp_path / f"{NAME}.safetensors")
     with pytest.raises(UserError, match="unknown pretrained model"):
         pretrained_main(["info", "nope"])
+
+
+def test_export_never_replaces_a_file_unless_forced(tmp_path, capsys):
+    """A published file is named by its checksum in the manifest: exporting over it by mistake
+    would break every download of it. The second export is refused and the file kept."""
+    args = ["--name", NAME, "--out", str(tmp_path)]
+    first = _save_ckpt(tmp_path / "a.ckpt", _tiny_model())
+    second = _save_ckpt(tmp_path / "b.ckpt", _tiny_model(GRU))
+    assert export_main(["--checkpoint", str(first), *args]) == 0
+    out = tmp_path / f"{NAME}.safetensors"
+    digest = sha256_of(out)
+    with pytest.raises(PretrainedError, match=f"{out}: already exists.*bump -v<N>.*--force"):
+        export_main(["--checkpoint", str(second), *args])
+    assert sha256_of(out) == digest
+    assert export_main(["--checkpoint", str(second), *args, "--force"]) == 0
+    assert sha256_of(out) != digest
+    capsys.readouterr()
 
 
 # --- the schema of every manifest entry (torchvision's test_extended_models) ----------------

@@ -1,4 +1,4 @@
-"""``rnn-zoo export --checkpoint RUN.ckpt --name NAME [--out DIR] [--fp16]``."""
+"""``rnn-zoo export --checkpoint RUN.ckpt --name NAME [--out DIR] [--fp16] [--force]``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", required=True, help="e.g. char_lm-lstm-shakespeare-v1")
     parser.add_argument("--out", type=Path, help="directory (default: the manifest's)")
     parser.add_argument("--fp16", action="store_true", help="store float16, load as float32")
+    parser.add_argument("--force", action="store_true", help="replace an existing NAME.safetensors")
     return parser
 
 
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise PretrainedError(f"{out_dir}: --out must be a directory")
     out = out_dir / f"{args.name}.safetensors"
+    if (out.exists() or out.is_symlink()) and not args.force:  # a published file never changes
+        raise PretrainedError(
+            f"{out}: already exists; new weights get a new name (bump -v<N>), "
+            "or pass --force to replace an unpublished file"
+        )
     entry = export_checkpoint(args.checkpoint, out, args.name, fp16=args.fp16)
     hint = "fill in recipe, data, licence and metrics, then add it under 'checkpoints:'"
     print(f"wrote {out}; {hint}", file=sys.stderr)
