@@ -336,6 +336,20 @@ def test_an_exported_file_carries_a_digest_of_its_tensors(tmp_path) -> None:
         (["demo", "--length", "-3"], "--length"),
         (["fit", "--config", TINY, "--trainer.max_steps", "-5"], "trainer: `max_steps` must be"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
+        (
+            ["sample", "--pretrained", CHAR_MODEL, "--greedy", "--top-k", "5"],
+            "--greedy takes the likeliest character; drop --top-k",
+        ),
+        (
+            [
+                *("sample", "--pretrained", CHAR_MODEL, "--greedy"),
+                "--temperature",
+                "0.5",
+                "--top-p",
+                "0.9",
+            ],
+            "--greedy takes the likeliest character; drop --temperature and --top-p",
+        ),
         (["sample", "--pretrained", CHAR_MODEL, "--device", "tpu9"], "--device 'tpu9'"),
         (["sample", "--pretrained", CHAR_MODEL, "--prime", ""], "--prime"),
         (

@@ -14,7 +14,7 @@ def parser() -> argparse.ArgumentParser:
     add_model_source(parser, "char_lm")
     parser.add_argument("--prime", default="\n", help="text to start from (default: newline)")
     parser.add_argument("--length", type=int, default=500, help="characters to generate")
-    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--temperature", type=float, default=None, help="default 0.8")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--greedy", action="store_true", help="always take the likeliest character")
@@ -27,6 +27,15 @@ def check(args: argparse.Namespace) -> None:
     """The cheap checks first, before a model is read: one line naming the flag."""
     from zoo.predict.char_lm import check_sampling
 
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("temperature", "top_k", "top_p")
+        if getattr(args, name) is not None
+    ]
+    if args.greedy and given:  # they shape a distribution that greedy decoding never draws from
+        raise UserError(f"--greedy takes the likeliest character; drop {' and '.join(given)}")
+    if args.temperature is None:
+        args.temperature = 0.8
     try:
         check_sampling(args.length, args.temperature, args.top_k, args.top_p, args.greedy)
     except ValueError as err:
