@@ -88,6 +88,11 @@ def test_sample_rejects_non_checkpoints_and_foreign_prime(tmp_path, capsys):
     text.write_text("hello")
     assert "not a PyTorch checkpoint" in _error_line(capsys, "sample", "--checkpoint", str(text))
     assert "no such checkpoint" in _error_line(capsys, "sample", "--checkpoint", "nope.ckpt")
+    published = str(ROOT / "checkpoints" / "char_lm-rnn-shakespeare-v1.safetensors")
+    for argv in (["sample", "--checkpoint"], ["fit", "--config", TINY, "--ckpt_path"]):
+        line = _error_line(capsys, *argv, published)
+        assert f"{published}: published weights (safetensors), not a training checkpoint" in line
+        assert "--pretrained" in line
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"task": "translation"}}, other)
     assert "translation checkpoint" in _error_line(capsys, "sample", "--checkpoint", str(other))

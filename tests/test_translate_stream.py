@@ -75,3 +75,16 @@ def test_input_that_does_not_exist_is_one_line(tmp_path, capsys) -> None:
     missing = tmp_path / "nope.en"
     assert main(["translate", "--pretrained", MODEL, "--input", str(missing)]) == 2
     assert f"{missing}: no such file for --input" in capsys.readouterr().err
+
+
+def test_input_from_a_pipe_is_read(translator, tmp_path, capsys) -> None:
+    """``--input <(...)`` in a shell names a pipe, not a regular file: it is translated."""
+    fifo = tmp_path / "lines.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"printf '%s\\n' \"$0\" > '{fifo}'", LINES[0]])
+    try:
+        argv = ["translate", "--pretrained", MODEL, "--device", "cpu", "--input", str(fifo)]
+        assert main(argv) == 0
+    finally:
+        writer.kill()
+    assert capsys.readouterr().out == translator.translate([LINES[0]])[0] + "\n"

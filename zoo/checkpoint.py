@@ -68,12 +68,26 @@ def read_checkpoint(
         raise CheckpointError(str(err).replace(str(path), origin, 1)) from None
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether the file starts as a safetensors file does: the length of its JSON header as 8
+    little-endian bytes, then the header's opening brace."""
+    with path.open("rb") as file:
+        head = file.read(9)
+    size = path.stat().st_size
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
+
+
 def _read(path: Path, task: str | None, map_location: Any) -> dict:
     if path.is_dir():
         raise CheckpointError(f"{path}: a folder; give the checkpoint file in it (a .ckpt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
+        if _is_safetensors(path):
+            raise CheckpointError(
+                f"{path}: published weights (safetensors), not a training checkpoint; "
+                "--pretrained and zoo.load read those"
+            )
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (not a torch.save zip archive)")
     check_integrity(path)
     try:

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--window must be at least 1")
     if args.input is not None and args.input.is_dir():
         raise UserError(f"{args.input}: a folder; --input takes a text file")
-    if args.input is not None and not args.input.is_file():
+    if args.input is not None and not args.input.exists():  # a pipe, as <(...) gives, is read
         raise UserError(f"{args.input}: no such file for --input")
     plot = args.plot_attention
     if plot is not None or args.output is not None:  # checked before any work
