@@ -334,6 +334,11 @@ def test_an_exported_file_carries_a_digest_of_its_tensors(tmp_path) -> None:
         (["sample", "--pretrained", CHAR_MODEL, "--temperature", "1e-45"], "--temperature"),
         (["sample", "--pretrained", CHAR_MODEL, "--seed", "99999999999999999999"], "--seed"),
         (["demo", "--length", "-3"], "--length"),
+        (["diagnose", "gradient-flow", "--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+        (
+            ["prepare", "translation", "--config", "translation/demo-bible", "--workers", "0"],
+            "--workers must be at least 1, got 0",
+        ),
         (["fit", "--config", TINY, "--trainer.max_steps", "-5"], "trainer: `max_steps` must be"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
         (
@@ -439,12 +444,33 @@ def test_plot_attention_into_a_read_only_folder_or_with_a_bad_suffix(tmp_path, c
     (tmp_path / "ro").chmod(0o555)
     source = ["translate", "--pretrained", "translation-rnnsearch-bible-v1", "--device", "cpu"]
     for plot, expected in ((tmp_path / "ro" / "a.png", "cannot write"),
-                           (tmp_path / "a.xyz", ".xyz is none")):  # fmt: skip
+                           (tmp_path / "a.xyz", "by the file's suffix; .xyz is not one")):  # fmt: skip
         monkeypatch.setattr(sys, "stdin", open(os.devnull))
         assert expected in _error_line(capsys, *source, "--plot-attention", plot)
     caption = ["caption", "--pretrained", "captioning-showattendtell-shapes-v1", "--device", "cpu"]
     line = _error_line(capsys, *caption, "--plot-attention", tmp_path / "ro" / "maps", SHAPE)
     assert "cannot write" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["diagnose", "gradient-flow", "--steps", "5", "--hidden-size", "4", "--out"],
+        ["prepare", "shapes", "--train", "1", "--val", "1", "--test", "1", "--out"],
+        ["prepare", "bible", "--out"],
+        ["prepare", "coco", "--out"],
+        ["prepare", "wmt14", "--out"],
+        ["compare", "--config", TINY, "--cores", "GRU", "--out"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(argv, tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("kept")
+    for out in (afile, afile / "below"):
+        line = _error_line(capsys, *argv, out)
+        assert line.endswith(f"{afile}: --out needs a folder here, this is a file"), line
+    assert afile.read_text() == "kept" and sorted(tmp_path.iterdir()) == [afile]
 
 
 def _full_disk(monkeypatch) -> None:

@@ -307,3 +307,18 @@ def shipped(name: str) -> Path:
     package = Path(__file__).resolve().parent
     installed = package / name
     return installed if installed.is_dir() else package.parent / name
+
+
+def check_folder(folder: str | Path, flag: str) -> Path:
+    """``folder`` exists (or can be made) and takes new files.
+
+    Raises:
+        UserError: one line naming the folder.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"{existing}: {flag} needs a folder here, this is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: {flag} cannot write in this folder (permission denied)")
+    return folder

@@ -8,7 +8,6 @@ independent of the display backend; :func:`save_figure` writes them atomically.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from zoo.errors import UserError
-from zoo.files import atomic_path
+from zoo.files import atomic_path, check_folder
 
 ATTENTION_COLUMNS = 5  # subplots per row of a captioning attention figure
 ATTENTION_SIDE = 224  # pixels of the picture shown under the attention maps
@@ -78,24 +77,10 @@ def check_figure_path(path: str | Path, flag: str = "--plot-attention") -> Path:
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
         known = ", ".join(FIGURE_SUFFIXES[:3])
-        raise UserError(f"{path}: {flag} writes {known}, ...; {path.suffix or 'no suffix'} is none")
+        what = f"{path.suffix} is not one" if path.suffix else "add one"
+        raise UserError(f"{path}: {flag} writes {known}, ... by the file's suffix; {what}")
     check_folder(path.parent, flag)
     return path
-
-
-def check_folder(folder: str | Path, flag: str) -> Path:
-    """``folder`` exists (or can be made) and takes new files.
-
-    Raises:
-        UserError: one line naming the folder.
-    """
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise UserError(f"{existing}: {flag} needs a folder here, this is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{existing}: {flag} cannot write in this folder (permission denied)")
-    return folder
 
 
 def save_figure(

@@ -59,7 +59,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if plot is not None and plot.exists() and not plot.is_dir():
         raise UserError(f"{plot}: --plot-attention needs a directory, this is a file")
     if plot is not None:
-        from zoo.plots import check_folder
+        from zoo.files import check_folder
 
         check_folder(plot, "--plot-attention")
     for path in map(Path, args.images):  # the cheap checks first, before loading a model

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from zoo.cli.common import read_recipe
     from zoo.cli.lightning import recipe_path
-    from zoo.plots import check_folder, compare_figure, save_figure
+    from zoo.files import check_folder
+    from zoo.plots import compare_figure, save_figure
     from zoo.runlog import compare_csv, compare_markdown
 
     recipe = Path(recipe_path(args.config))
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     classes = check_cores(args.cores)
     out = args.out or Path("runs") / "compare" / recipe.stem
-    out.mkdir(parents=True, exist_ok=True)
     check_folder(out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
     group = f"compare/{recipe.stem}/{time.strftime('%Y%m%d-%H%M%S')}"
     runs, curves = [], {}
     for seed in range(seed0, seed0 + args.seeds):

@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from zoo.diagnostics import default_cores, gradient_flow, table, write_csv
+    from zoo.files import check_folder
     from zoo.plots import gradient_flow_figure, save_figure
 
     if not 2 <= args.steps <= MAX_STEPS or not 1 <= args.hidden_size <= MAX_HIDDEN:
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--steps must be 2 to {MAX_STEPS:,} and --hidden-size 1 to {MAX_HIDDEN:,}"
             f" (got {args.steps} and {args.hidden_size})"
         )
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    check_folder(args.out, "--out")  # before the measurement, not after it
     cores = default_cores(args.hidden_size, seed=args.seed)
     if args.checkpoint or args.pretrained:  # the trained core beside the fresh ones
         from zoo.cli.common import load_model

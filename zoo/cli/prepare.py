@@ -16,6 +16,7 @@ from typing import Any
 from datamodules.prepare import coco, wmt14
 from zoo.classpath import resolve_class
 from zoo.errors import UserError
+from zoo.files import check_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,8 +78,23 @@ def _counts(counts: dict[str, int], sep: str = " ", eq: str = "=") -> str:
     return sep.join(f"{name}{eq}{n}" for name, n in counts.items())
 
 
+def check(args: argparse.Namespace) -> None:
+    """The output folder and the process count, before any download or work."""
+    if args.corpus == "translation":
+        if args.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {args.workers}")
+        if args.cache_dir:
+            check_folder(args.cache_dir, "--cache-dir")
+    elif args.corpus == "shakespeare":
+        if args.out is not None:
+            check_folder(Path(args.out).parent, "--out")
+    elif args.out is not None:
+        check_folder(args.out, "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    check(args)
     if args.corpus == "shakespeare":
         from datamodules.prepare import shakespeare
 

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.input}: no such file for --input")
     plot = args.plot_attention
     if plot is not None or args.output is not None:  # checked before any work
-        from zoo.plots import check_figure_path, check_folder
+        from zoo.files import check_folder
+        from zoo.plots import check_figure_path
 
         if plot is not None:
             check_figure_path(plot)
