@@ -200,3 +200,19 @@ def test_run_naming_helpers() -> None:
     compact = compact_config(config)
     assert compact["model"]["optimizer"] == {"lr": 0.1}
     assert compact["model"]["encoder"] == {"class_path": "zoo.cores.GRU", "hidden_size": 8}
+
+
+def test_a_fit_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # a W&B run would be a record worth keeping
+    short = tmp_path / "short.txt"
+    short.write_text("too short to split\n")
+    root = tmp_path / "runs"
+    argv = ["fit", "--config", "char_lm/tiny", "--data.paths", f"[{short}]",
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert main(argv) == 2
+    assert "short.txt: val split of" in capsys.readouterr().err
+    assert list(root.rglob("*")) == []
+    _fit("--config", "char_lm/tiny", "--trainer.default_root_dir", str(root),
+         "--trainer.max_steps", "2")  # fmt: skip
+    (folder,) = _run_folders(root)  # a run that trained keeps its record
+    assert (folder / "metrics.csv").is_file()

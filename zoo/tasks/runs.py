@@ -11,6 +11,7 @@ A run of ``rnn-zoo fit --config char_lm/demo`` lives in ``<default_root_dir>/<ru
 W&B names the run ``<recipe>-<core>-s<seed>``, groups it by recipe, tags it with task and core,
 and sets the job type to the subcommand. Resuming with ``--ckpt_path`` continues the same run
 (same id and folder, W&B ``resume="allow"``): checkpoints carry the run (``rnn_zoo_run``).
+A fit that fails before it logs or saves anything removes its folder again.
 """
 
 from __future__ import annotations
@@ -252,6 +253,16 @@ class RunConfig(SaveConfigCallback):
         if self.run is not None and trainer.is_global_zero and stage == "fit":
             folder = self.run.folder
             rank_zero_info(f"run record: {folder} ('rnn-zoo plot {folder}' draws its curves)")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A run that failed before it logged or saved anything leaves no folder behind: a bad
+        data file or an early Ctrl-C would otherwise leave a config.yaml-only run record."""
+        if self.run is None or not trainer.is_global_zero:
+            return
+        folder = Path(self.run.folder)
+        if folder.is_dir() and [p.name for p in folder.iterdir()] == [self.config_filename]:
+            (folder / self.config_filename).unlink()
+            folder.rmdir()
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
