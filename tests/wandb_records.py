@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,23 @@ def _nested(target: dict, item) -> None:
     node[keys[-1]] = json.loads(item.value_json)
 
 
-def read_offline_run(path: str | Path) -> OfflineRun:
-    """What the run file of one offline W&B run holds."""
+def read_offline_run(path: str | Path, timeout: float = 60.0) -> OfflineRun:
+    """What the run file of one offline W&B run holds, once its exit record is written: the
+    service process may still be writing the last records when ``wandb.finish`` returns (seen
+    on a loaded machine: the summary set at the last validation was not yet in the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run, done = _read_run(Path(path))
+        if done or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read_run(path: Path) -> tuple[OfflineRun, bool]:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run = OfflineRun()
-    for payload in _payloads(Path(path).read_bytes()):
+    run, done = OfflineRun(), False
+    for payload in _payloads(path.read_bytes()):
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
@@ -90,7 +102,9 @@ def read_offline_run(path: str | Path) -> OfflineRun:
             run.history.append(
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
             )
-    return run
+        elif kind == "exit":
+            done = True
+    return run, done
 
 
 def offline_runs(folder: str | Path) -> list[Path]:
