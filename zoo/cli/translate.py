@@ -139,9 +139,7 @@ def _format(hyps: list[tuple[str, float]], n_best: int) -> list[str]:
     if not hyps:  # an empty input line
         hyps = [("", 0.0)]
     hyps = hyps + [("", -math.inf)] * (n_best - len(hyps))
-    # six significant digits, not a fixed four decimals: a large --length-penalty gives scores
-    # like -3.4e-09, which "-0.0000" would tie
-    return [f"{clean(text)}\t{score:.6g}" for text, score in hyps[:n_best]]
+    return [f"{clean(text)}\t{score:.4f}" for text, score in hyps[:n_best]]
 
 
 def main(argv: list[str] | None = None) -> int:
