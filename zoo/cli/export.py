@@ -25,12 +25,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from zoo.files import check_folder
     from zoo.hub import manifest_path
     from zoo.predict import export_checkpoint
 
-    out_dir = args.out or manifest_path().parent
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PretrainedError(f"{out_dir}: --out must be a directory")
+    out_dir = check_folder(args.out or manifest_path().parent, "--out")
     out = out_dir / f"{args.name}.safetensors"
     if (out.exists() or out.is_symlink()) and not args.force:  # a published file never changes
         raise PretrainedError(
