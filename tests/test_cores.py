@@ -175,3 +175,24 @@ def test_layer_norm_lstm_compiles_its_whole_loop():
     compiled.load_state_dict(eager.state_dict())
     x = torch.randn(2, 3, 3)
     torch.testing.assert_close(compiled(x)[0], eager(x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_cores_train_under_cpu_bf16_autocast(cell):
+    """bf16-mixed training on any CPU: without AVX512 oneDNN has no bfloat16 LSTM, and PyTorch's
+    autocast asked it for one anyway (an error on an AVX2 laptop). Outputs, the carried state and
+    the gradients (as a whole) stay within bfloat16's reach of float32's, lengths or not."""
+    torch.manual_seed(0)
+    core = CELLS[cell](input_size=8, hidden_size=16, num_layers=2)
+    x, state = torch.randn(3, 7, 8), _random_state(core, 3)
+    lengths = torch.tensor([7, 4, 2])
+    for lengths_or_none in (None, lengths):
+        expected, expected_grads = _run(core, x, state, lengths_or_none)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, grads = _run(core, x, state, lengths_or_none)
+            _, carried = core(x[:, :3], detach_state(got[1] if len(got) == 2 else tuple(got[1:])))
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a.float(), b, atol=0.05, rtol=0.05)
+        for a, b in zip(grads, expected_grads, strict=True):  # relu's kinks move a few entries
+            assert (a.float() - b).norm() <= 0.05 * b.norm()
+        assert all(torch.isfinite(part).all() for part in _as_tuple(carried))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -58,6 +59,19 @@ class LSTM(RecurrentCore):
         h = super().init_state(batch_size, device, dtype)
         return h, torch.zeros_like(h)
 
+    def _forward_fused(
+        self, x: Tensor, state: State, lengths: Tensor | None
+    ) -> tuple[Tensor, State]:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            if not onednn_lstm_runs(torch.get_autocast_dtype("cpu")):
+                # CPU autocast sends the LSTM to oneDNN in bfloat16 whatever the CPU, and oneDNN
+                # has no such kernel without AVX512 ("could not create a primitive descriptor"
+                # on an AVX2 laptop): there the LSTM runs in float32, as autocast runs the GRU.
+                with torch.autocast("cpu", enabled=False):
+                    state = tuple(part.float() for part in state)
+                    return super()._forward_fused(x.float(), state, lengths)
+        return super()._forward_fused(x, state, lengths)
+
     has_bptt = True
 
     def bptt(self, x_proj, state, w_hh, b_hh, mask):
@@ -78,6 +92,17 @@ class LSTM(RecurrentCore):
         o_t = torch.sigmoid(o)  # output gate
         h_t = o_t * torch.tanh(c_t)
         return h_t, c_t
+
+
+@functools.cache
+def onednn_lstm_runs(dtype: torch.dtype) -> bool:
+    """Whether this CPU runs ``nn.LSTM`` under autocast to ``dtype`` (tried once, on one step)."""
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            nn.LSTM(1, 1)(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
 
 
 class LayerNormLSTM(LSTM):
