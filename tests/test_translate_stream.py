@@ -3,6 +3,8 @@ out, and a line over the length limit is translated in pieces instead of stoppin
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import select
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import pytest
 
 from zoo.cli import main
+from zoo.cli.translate import _score
 from zoo.predict import load
 
 MODEL = "translation-rnnsearch-bible-v1"
@@ -88,3 +91,25 @@ def test_input_from_a_pipe_is_read(translator, tmp_path, capsys) -> None:
     finally:
         writer.kill()
     assert capsys.readouterr().out == translator.translate([LINES[0]])[0] + "\n"
+
+
+def test_n_best_scores_keep_their_order_under_a_large_length_penalty(capsys, monkeypatch) -> None:
+    """With --length-penalty 10 the scores are ~1e-9: each is printed so that it reads back
+    non-zero and in the beam's order."""
+    stdin = io.TextIOWrapper(io.BytesIO(f"{LINES[1]}\n".encode()), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    argv = ["translate", "--pretrained", MODEL, "--device", "cpu", "--beam", "4", "--n-best", "4",
+            "--length-penalty", "10"]  # fmt: skip
+    assert main(argv) == 0
+    scores = [float(row.split("\t")[1]) for row in capsys.readouterr().out.splitlines()]
+    assert len(scores) == 4 and all(-1e-3 < score < 0 for score in scores)
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 4
+
+
+@pytest.mark.parametrize(
+    ("score", "text"),
+    [(0.0, "0.0000"), (-1.23456, "-1.2346"), (-math.inf, "-inf"), (-0.00006, "-0.0001"),
+     (-0.00004, "-4.000000e-05"), (-3.4025712e-09, "-3.402571e-09")],
+)  # fmt: skip
+def test_n_best_score_format(score, text) -> None:
+    assert _score(score) == text

@@ -139,7 +139,15 @@ def _format(hyps: list[tuple[str, float]], n_best: int) -> list[str]:
     if not hyps:  # an empty input line
         hyps = [("", 0.0)]
     hyps = hyps + [("", -math.inf)] * (n_best - len(hyps))
-    return [f"{clean(text)}\t{score:.4f}" for text, score in hyps[:n_best]]
+    return [f"{clean(text)}\t{_score(score)}" for text, score in hyps[:n_best]]
+
+
+def _score(score: float) -> str:
+    """Four decimals (``-1.2346``, ``0.0000``, ``-inf``), except for a score that they would print
+    as ``-0.0000``: a large ``--length-penalty`` divides log-probabilities down to about 1e-9, and
+    those get seven significant digits (``-3.402571e-09``) so that the hypotheses stay ranked."""
+    text = f"{score:.4f}"
+    return text if float(text) != 0 or score == 0 else f"{score:.6e}"
 
 
 def main(argv: list[str] | None = None) -> int:
