@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.cli.common import add_device, add_model_source, load_model
+from zoo.cli.common import add_device, add_model_source, load_model, write_stdout
 from zoo.errors import DataError, UserError
 
 
@@ -89,6 +89,5 @@ def main(argv: list[str] | None = None) -> int:
     if plot is not None:  # drawn first: a failure leaves no output that looks complete
         captioner.plot_attention(args.images, captions, plot)
     lines = (f"{path}\t{caption.text}\n" for path, caption in zip(args.images, captions))
-    sys.stdout.write("".join(lines))
-    sys.stdout.flush()
+    write_stdout("".join(lines))
     return 0

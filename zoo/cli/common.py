@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import UserError
+
+
+class ReaderClosed(Exception):
+    """Standard output's reader closed the pipe (``rnn-zoo sample | head``): it has what it wanted,
+    so the command ends quietly, as ``cat`` does (:func:`zoo.cli.main` exits with 141)."""
+
+
+def write_stdout(text: str) -> None:
+    """Write ``text`` on standard output and flush it. A write that fails (a full disk behind
+    ``> file``, ``> /dev/full``) is one error line that names standard output."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise ReaderClosed from None
+    except OSError as err:
+        raise UserError(f"standard output: could not be written ({err.strerror or err})") from None
 
 
 def add_model_source(parser: argparse.ArgumentParser, task: str) -> None:

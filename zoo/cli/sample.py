@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from zoo.cli.common import add_device, add_model_source, load_model
+from zoo.cli.common import add_device, add_model_source, load_model, write_stdout
 from zoo.errors import UserError
 
 
@@ -53,13 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     written = False
     try:
         for piece in pieces:  # written as it is made; Ctrl-C keeps what was written
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+            write_stdout(piece)
             written = True
     except ValueError as err:  # the prime: empty, or characters the model never saw
         raise UserError(f"--prime: {err}") from None
     finally:
         if written:  # the text ends its line, also when Ctrl-C cut it short
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+            write_stdout("\n")
     return 0

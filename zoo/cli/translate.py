@@ -19,11 +19,11 @@ import math
 import os
 import select
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from zoo.cli.common import add_device, add_model_source, load_model
+from zoo.cli.common import add_device, add_model_source, load_model, write_stdout
 from zoo.errors import UserError
 
 if TYPE_CHECKING:
@@ -180,16 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     source = args.input.open("rb") if args.input else sys.stdin.buffer
     origin = str(args.input) if args.input else "<stdin>"
     if args.output is None:
-        _translate(translator, settings, args, source, origin, sys.stdout)
+        _translate(translator, settings, args, source, origin, write_stdout)
         return 0
     from zoo.files import atomic_path
 
     with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        _translate(translator, settings, args, source, origin, out)
+
+        def write(text: str) -> None:
+            out.write(text)
+            out.flush()
+
+        _translate(translator, settings, args, source, origin, write)
     return 0
 
 
-def _translate(translator, settings, args, source: BinaryIO, origin: str, out) -> None:
+def _translate(
+    translator, settings, args, source: BinaryIO, origin: str, write: Callable[[str], None]
+) -> None:
     """Translate ``source`` window by window, writing (and flushing) each window's lines."""
     seen, plot = 0, args.plot_attention
 
@@ -214,6 +221,5 @@ def _translate(translator, settings, args, source: BinaryIO, origin: str, out) -
             plot = None
         detokenize = translator.codec.detokenize
         texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
-        out.write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
-        out.flush()
+        write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
         seen += len(lines)
