@@ -1,4 +1,4 @@
-"""What sample, translate and caption write on standard output: a write that fails is one error
+"""What sample, translate, caption and the listings write on standard output: a write that fails is one error
 line naming standard output, and a reader that closed the pipe ends the command quietly."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from PIL import Image
 from zoo.cli import main
 
 CHAR = "char_lm-lstm-shakespeare-v1"
+COMMANDS = ["sample", "translate", "caption", "recipes", "pretrained list", "pretrained info"]
 
 
 class FailingStream(io.StringIO):
@@ -39,10 +40,13 @@ def _commands(tmp_path) -> dict[str, list[str]]:
                       "--input", str(source), "--device", "cpu"],
         "caption": ["caption", "--pretrained", "captioning-showattendtell-shapes-v1",
                     str(picture), "--device", "cpu", "--quiet"],
+        "recipes": ["recipes"],
+        "pretrained list": ["pretrained", "list"],
+        "pretrained info": ["pretrained", "info", CHAR],
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["sample", "translate", "caption"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_a_full_standard_output_is_named(command, tmp_path, monkeypatch, capsys) -> None:
     argv = _commands(tmp_path)[command]
     monkeypatch.setattr(sys, "stdout", FailingStream(OSError(errno.ENOSPC, os.strerror(28))))
@@ -53,7 +57,7 @@ def test_a_full_standard_output_is_named(command, tmp_path, monkeypatch, capsys)
     )
 
 
-@pytest.mark.parametrize("command", ["sample", "translate", "caption"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_a_closed_reader_ends_the_command_quietly(command, tmp_path, monkeypatch, capsys) -> None:
     argv = _commands(tmp_path)[command]
     monkeypatch.setattr(sys, "stdout", FailingStream(BrokenPipeError(errno.EPIPE, "Broken pipe")))

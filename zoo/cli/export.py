@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.cli.common import write_stdout
 from zoo.cli.pretrained import as_yaml
 from zoo.errors import PretrainedError
 
@@ -39,5 +40,5 @@ def main(argv: list[str] | None = None) -> int:
     entry = export_checkpoint(args.checkpoint, out, args.name, fp16=args.fp16)
     hint = "fill in recipe, data, licence and metrics, then add it under 'checkpoints:'"
     print(f"wrote {out}; {hint}", file=sys.stderr)
-    print(as_yaml([entry]), end="")
+    write_stdout(as_yaml([entry]))
     return 0

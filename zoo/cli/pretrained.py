@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from zoo.cli.common import write_stdout
+
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnn-zoo pretrained", description="Published weights.")
@@ -28,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     from zoo import hub
 
     if args.command == "list":
-        print("\n".join(hub.list_pretrained(args.manifest)) or "(no published models yet)")
+        names = "\n".join(hub.list_pretrained(args.manifest))
+        write_stdout(f"{names or '(no published models yet)'}\n")
     elif args.command == "info":
-        print(as_yaml(hub.pretrained_info(args.name, args.manifest)), end="")
+        write_stdout(as_yaml(hub.pretrained_info(args.name, args.manifest)))
     else:
-        print(hub.download(args.name, args.manifest))
+        write_stdout(f"{hub.download(args.name, args.manifest)}\n")
     return 0

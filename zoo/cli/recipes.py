@@ -11,6 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
+from zoo.cli.common import write_stdout
 from zoo.cli.lightning import RECIPES
 
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="rnn-zoo recipes", description=__doc__).parse_args(argv)
     rows = recipes()
     width = max((len(name) for name, _ in rows), default=0)
-    for name, goal in rows:
-        print(f"{name:<{width}}  {goal}")
-    print(f"\n{len(rows)} recipes in {RECIPES}; run one: rnn-zoo fit --config NAME")
+    lines = [f"{name:<{width}}  {goal}\n" for name, goal in rows]
+    write_stdout(
+        f"{''.join(lines)}\n{len(rows)} recipes in {RECIPES}; run one: rnn-zoo fit --config NAME\n"
+    )
     return 0
