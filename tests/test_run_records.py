@@ -106,6 +106,9 @@ def test_a_wandb_run_starts_without_warnings(tmp_path: Path) -> None:
     done = subprocess.run(fit, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Tracking run with wandb" in done.stderr and "wandb: WARNING" not in done.stderr
+    # The run's files are in its folder, also when a W&B service of this process (inherited
+    # through WANDB_SERVICE, its working directory this one's) writes them.
+    assert list((tmp_path / "runs").glob("*/wandb/offline-run-*/files/output.log"))
     run = Run("i", "n", "g", (), "fit", str(tmp_path / "r"))
     assert "anonymous" not in run_loggers(run, offline=True)[0]._wandb_init
 

@@ -174,7 +174,9 @@ def run_loggers(
         return [csv_logger]
     wandb_logger = WandbLogger(
         project="rnn-zoo",
-        save_dir=run.folder,
+        # absolute: a W&B service shared with a parent process (WANDB_SERVICE) resolves a
+        # relative folder in that process's working directory, not in this one's
+        save_dir=str(Path(run.folder).absolute()),
         name=run.name,
         id=run.id,
         group=run.group,
