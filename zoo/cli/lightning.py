@@ -69,7 +69,9 @@ def main(argv: list[str]) -> int:
 
             if command != "fit":
                 raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
-            load_weights(cli.model, init_from)
+            came_with = load_weights(cli.model, init_from)
+            if came_with.get("data_state"):  # new text is read with the weights' vocabularies
+                cli.datamodule.load_state_dict(came_with["data_state"])
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         failed = False
     except MisconfigurationException as err:  # a trainer setting Lightning refuses
@@ -101,7 +103,13 @@ def with_saved_recipe(argv: list[str]) -> list[str]:
     if any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         return argv
     _, path = take_option(argv, "--ckpt_path")
-    path = path or take_option(argv, "--init_from")[1]
+    init_from = take_option(argv, "--init_from")[1]
+    if path is None and init_from is not None:
+        from zoo.predict import is_published
+
+        if is_published(init_from):  # fine-tuning published weights: the recipe they came from
+            return [argv[0], "--config", recipe_path(published_recipe(init_from)), *argv[1:]]
+    path = path or init_from
     if path is None:
         return argv
     from zoo.checkpoint import local_checkpoint, read_checkpoint
@@ -113,6 +121,23 @@ def with_saved_recipe(argv: list[str]) -> list[str]:
     saved = folder / "recipe.yaml"
     saved.write_text(recipe, encoding="utf-8")
     return [argv[0], "--config", str(saved), *argv[1:]]
+
+
+def published_recipe(name_or_path: str) -> str:
+    """The recipe a published model was trained with, from its manifest entry."""
+    from zoo import hub
+
+    name = name_or_path
+    if name_or_path.endswith(".safetensors"):
+        from zoo.published import read_file
+
+        name = read_file(name_or_path).name or ""
+        if name not in hub.list_pretrained():
+            raise UserError(f"{name_or_path}: not a published model's file; add --config RECIPE")
+    recipe = hub.pretrained_info(name).get("recipe")
+    if not recipe:
+        raise UserError(f"{name_or_path}: its manifest entry names no recipe; add --config RECIPE")
+    return str(recipe)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from zoo.predict.base import Predictor, resolve_device
 from zoo.predict.captioning import Captioner
 from zoo.predict.char_lm import CharLM
 from zoo.predict.translation import Translator
-from zoo.published import read_file
+from zoo.published import PublishedFile, read_file
 
 #: task -> the predictor class that builds its models.
 PREDICTORS: dict[str, type[Predictor]] = {
@@ -44,11 +44,13 @@ __all__ = [
     "Predictor",
     "Translator",
     "export_checkpoint",
+    "is_published",
     "list_pretrained",
     "load",
     "load_checkpoint",
     "load_file",
     "load_pretrained",
+    "read_published",
     "resolve_device",
 ]
 
@@ -75,12 +77,46 @@ def load_file(
             another ``task``, or its config does not match its weights.
     """
     path = Path(path)
+    file = _read_published(path, task, check_copy=meta is None)
+    return _predictor(file.task, path).from_published(file, path, meta).to(device)
+
+
+def _read_published(path: Path, task: str | None, check_copy: bool) -> PublishedFile:
     file = read_file(path)
-    if meta is None:  # a file named like a published one must be that file
+    if check_copy:  # a file named like a published one must be that file
         hub.check_published_copy(path, file.name)
     if task is not None and file.task != task:
         raise CheckpointError(f"{path}: is a {file.task} model, not {task}")
-    return _predictor(file.task, path).from_published(file, path, meta).to(device)
+    return file
+
+
+def is_published(name_or_path: str | Path) -> bool:
+    """Whether :func:`load` reads ``name_or_path`` as published weights (a name, or a
+    ``.safetensors`` file) rather than as a training checkpoint (a ``.ckpt``, a URL, or any
+    other file that exists)."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors":
+        return True
+    return not (path.suffix == ".ckpt" or "://" in str(name_or_path) or path.exists())
+
+
+def read_published(
+    name_or_path: str | Path, task: str | None = None, manifest: str | Path | None = None
+) -> PublishedFile:
+    """The weights, model config and extras of a published name (downloaded and verified) or
+    ``.safetensors`` file, refusing another ``task``'s (what ``fit --init_from NAME`` reads)."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors":
+        return _read_published(path, task, check_copy=True)
+    _entry(str(name_or_path), manifest, task)  # the name and its task, before any download
+    return _read_published(hub.download(str(name_or_path), manifest), task, check_copy=False)
+
+
+def _entry(name: str, manifest: str | Path | None, task: str | None) -> dict[str, Any]:
+    entry = hub.pretrained_info(name, manifest)
+    if task is not None and entry["task"] != task:
+        raise PretrainedError(f"{name} is a {entry['task']} model, not {task}")
+    return entry
 
 
 def load_checkpoint(
@@ -103,9 +139,7 @@ def load_pretrained(
     Raises:
         PretrainedError: unknown name, another ``task``'s model, or a failed download.
     """
-    entry = hub.pretrained_info(name, manifest)
-    if task is not None and entry["task"] != task:
-        raise PretrainedError(f"{name} is a {entry['task']} model, not {task}")
+    entry = _entry(name, manifest, task)
     return load_file(hub.download(name, manifest), device, entry["task"], entry)
 
 
@@ -123,7 +157,7 @@ def load(
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         return load_file(path, device, task)
-    if path.suffix == ".ckpt" or path.exists():
+    if not is_published(path):
         return load_checkpoint(path, device, task)
     return load_pretrained(str(name_or_path), device, task=task)
 

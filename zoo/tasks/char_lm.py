@@ -97,10 +97,20 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         vocab = getattr(datamodule, "vocab", None)
         if vocab is None:
             return
-        if self.vocab is not None and self.vocab != vocab:  # restored from a checkpoint
+        if self.vocab is not None and self.vocab != vocab:  # restored from the weights
+            data, weights = set(vocab.chars), set(self.vocab.chars)
+            differences = [
+                f"{len(chars)} {what}: {_few(chars)}"
+                for chars, what in (
+                    (data - weights, "the weights lack"),
+                    (weights - data, "the data lacks"),
+                )
+                if chars
+            ]
             raise DataError(
-                "the data's vocabulary differs from the checkpoint's: train and evaluate on the "
-                "same corpus (the vocabulary comes from its training split)"
+                f"the data's characters differ from the weights' ({'; '.join(differences)}): "
+                "train, fine-tune and evaluate on text with the same characters (the vocabulary "
+                "comes from the training split)"
             )
         if len(vocab) != self.model.vocab_size:
             raise DataError(
@@ -197,3 +207,8 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         if saved is not None:
             self._train_state = state_from_parts(saved)
         load_rng_state(self, checkpoint)
+
+
+def _few(chars: set[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(c) for c in sorted(chars)[:limit])
+    return shown + (", ..." if len(chars) > limit else "")

@@ -19,8 +19,10 @@ from zoo.classpath import resolve_class
 from zoo.errors import CheckpointError, DataError, UserError
 from zoo.files import one_line
 from zoo.plots import figure_to_array
+from zoo.predict import is_published, read_published
 from zoo.predict.captioning import attention_overlays
 from zoo.predict.translation import alignment_plot
+from zoo.published import load_state
 
 
 def trainer_data(module: pl.LightningModule, needs: str, what: str) -> Any:
@@ -187,19 +189,36 @@ def task_from_checkpoint(cls: type, path: Any, map_location: Any = None, **overr
     return task
 
 
-def load_weights(task: pl.LightningModule, path: Any) -> None:
-    """The weights of a checkpoint into ``task`` (``--init_from``: fine-tuning starts from them
-    with a fresh optimizer, schedule and step count).
+def load_weights(task: pl.LightningModule, path: Any) -> dict[str, Any]:
+    """The weights of a training checkpoint, or of a published name or ``.safetensors`` file,
+    into ``task`` (``--init_from``: fine-tuning starts from them with a fresh optimizer, schedule
+    and step count).
+
+    Returns:
+        What came with the weights: the vocabulary, and the ``data_state`` (vocabularies and
+        tokeniser models) that the data module is to read new text with.
 
     Raises:
-        CheckpointError: another task's checkpoint, or weights of another shape.
+        CheckpointError: another task's weights, or weights of another shape.
     """
-    checkpoint = read_checkpoint(path, getattr(type(task), "task_name", None))
-    try:
-        task.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit this model ({one_line(err)})") from None
-    task.on_load_checkpoint({k: v for k, v in checkpoint.items() if k not in TRAINING_STATE})
+    task_name = getattr(type(task), "task_name", None)
+    if is_published(path):
+        published = read_published(path, task_name)
+        try:
+            load_state(task.model, published.state)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: weights do not fit this model ({err})") from None
+        extras = dict(published.extras)
+    else:
+        checkpoint = read_checkpoint(path, task_name)
+        try:
+            task.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            message = one_line(err)
+            raise CheckpointError(f"{path}: weights do not fit this model ({message})") from None
+        extras = {k: v for k, v in checkpoint.items() if k not in TRAINING_STATE}
+    task.on_load_checkpoint(extras)
+    return extras
 
 
 #: What a checkpoint holds of the run's progress rather than of the model (not for --init_from).
