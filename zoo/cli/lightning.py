@@ -63,15 +63,18 @@ def main(argv: list[str]) -> int:
     task = find_task_class(argv)
     failed = True
     try:
-        cli = ZooCLI(task, args=argv if init_from is None else argv[1:], run=init_from is None)
+        weights = None
         if init_from is not None:  # fine-tuning: the weights only, a fresh optimizer and schedule
-            from zoo.tasks.common import load_weights
+            from zoo.tasks.common import InitWeights
 
             if command != "fit":
                 raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
-            came_with = load_weights(cli.model, init_from)
-            if came_with.get("data_state"):  # new text is read with the weights' vocabularies
-                cli.datamodule.load_state_dict(came_with["data_state"])
+            weights = InitWeights(init_from, getattr(task, "task_name", None))
+        args = argv if weights is None else argv[1:]
+        data_state = None if weights is None else weights.data_state  # new text, their vocabulary
+        cli = ZooCLI(task, args=args, run=weights is None, data_state=data_state)
+        if weights is not None:
+            weights.load_into(cli.model, cli.datamodule)
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         failed = False
     except MisconfigurationException as err:  # a trainer setting Lightning refuses

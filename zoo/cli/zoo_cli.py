@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import inspect
 import os
@@ -204,8 +205,11 @@ class ZooCLI(LightningCLI):
     them.
     """
 
-    def __init__(self, task: Any, args: list[str], run: bool = True) -> None:
+    def __init__(
+        self, task: Any, args: list[str], run: bool = True, data_state: dict | None = None
+    ) -> None:
         self.task, self.args = task, args
+        self.data_state, self._adopted = data_state, set()  # the weights' (see _linked)
         self._read_checkpoints: dict[str, dict] = {}  # by local path, until Lightning takes it
         self._local_checkpoints: dict[str, Path] = {}
         # args may equal sys.argv[1:] (the console script); that is intended.
@@ -323,7 +327,22 @@ class ZooCLI(LightningCLI):
             "checkpoint); W&B online only",
         )
         for source, target in getattr(self.task, "cli_links", ()):
-            parser.link_arguments(source, f"model.init_args.{target}", apply_on="instantiate")
+            group, attribute = source.split(".", 1)
+            parser.link_arguments(
+                group,
+                f"model.init_args.{target}",
+                compute_fn=functools.partial(self._linked, attribute),
+                apply_on="instantiate",
+            )
+
+    def _linked(self, attribute: str, datamodule: Any) -> Any:
+        """``datamodule.<attribute>`` for the model's ``__init__``. A fit that starts from
+        weights (``--init_from``) reads its text in their vocabularies: the data module takes
+        their ``data_state`` first, so the sizes linked are theirs, not new ones built."""
+        if self.data_state is not None and id(datamodule) not in self._adopted:
+            datamodule.load_state_dict(self.data_state)
+            self._adopted.add(id(datamodule))
+        return getattr(datamodule, attribute)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
         listed = list(config.get("callbacks") or []) + list(callbacks)

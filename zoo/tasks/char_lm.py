@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -97,27 +97,34 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         vocab = getattr(datamodule, "vocab", None)
         if vocab is None:
             return
-        if self.vocab is not None and self.vocab != vocab:  # restored from the weights
-            data, weights = set(vocab.chars), set(self.vocab.chars)
-            differences = [
-                f"{len(chars)} {what}: {_few(chars)}"
-                for chars, what in (
-                    (data - weights, "the weights lack"),
-                    (weights - data, "the data lacks"),
-                )
-                if chars
-            ]
-            raise DataError(
-                f"the data's characters differ from the weights' ({'; '.join(differences)}): "
-                "train, fine-tune and evaluate on text with the same characters (the vocabulary "
-                "comes from the training split)"
-            )
+        self.check_data(datamodule)
         if len(vocab) != self.model.vocab_size:
             raise DataError(
                 f"model.vocab_size is {self.model.vocab_size} but the data has {len(vocab)} "
                 "characters; let the CLI link it from the data"
             )
         self.vocab = vocab
+
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse text whose characters are not those of the weights this task holds (from a
+        checkpoint or ``--init_from``); the error lists those that differ."""
+        vocab = getattr(datamodule, "vocab", None)
+        if self.vocab is None or vocab is None or self.vocab == vocab:
+            return
+        data, weights = set(vocab.chars), set(self.vocab.chars)
+        differences = [
+            f"{len(chars)} {what}: {_few(chars)}"
+            for chars, what in (
+                (data - weights, "the weights lack"),
+                (weights - data, "the data lacks"),
+            )
+            if chars
+        ] or [f"the data is read by {vocab.unit}, the weights by {self.vocab.unit}"]
+        raise DataError(
+            f"the data's characters differ from the weights' ({'; '.join(differences)}): "
+            "train, fine-tune and evaluate on text with the same characters (the vocabulary "
+            "comes from the training split)"
+        )
 
     def configure_optimizers(self):
         return optimizers(self, self.optimizer, self.lr_scheduler, self.scheduler_interval)

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.images import load_image
-from zoo.checkpoint import read_checkpoint
+from zoo.checkpoint import local_checkpoint, read_checkpoint
 from zoo.classpath import resolve_class
 from zoo.errors import CheckpointError, DataError, UserError
 from zoo.files import one_line
@@ -189,36 +189,57 @@ def task_from_checkpoint(cls: type, path: Any, map_location: Any = None, **overr
     return task
 
 
-def load_weights(task: pl.LightningModule, path: Any) -> dict[str, Any]:
-    """The weights of a training checkpoint, or of a published name or ``.safetensors`` file,
-    into ``task`` (``--init_from``: fine-tuning starts from them with a fresh optimizer, schedule
-    and step count).
+class InitWeights:
+    """Weights a fit starts from (``--init_from``): a training checkpoint, or a published name
+    or ``.safetensors`` file, read once; fine-tuning starts from them with a fresh optimizer,
+    schedule and step count.
 
-    Returns:
-        What came with the weights: the vocabulary, and the ``data_state`` (vocabularies and
-        tokeniser models) that the data module is to read new text with.
+    Attributes:
+        extras: what came with the weights: the vocabulary, and the ``data_state``
+            (vocabularies, tokeniser models) that the data module reads new text with.
 
     Raises:
-        CheckpointError: another task's weights, or weights of another shape.
+        CheckpointError, PretrainedError: another task's weights; a missing or damaged file.
     """
-    task_name = getattr(type(task), "task_name", None)
-    if is_published(path):
-        published = read_published(path, task_name)
+
+    def __init__(self, path: Any, task_name: str | None) -> None:
+        self.path = path
+        if is_published(path):
+            published = read_published(path, task_name)
+            self.state, self.whole_task = published.state, False  # the task's .model
+            self.extras = dict(published.extras)
+        else:
+            checkpoint = read_checkpoint(local_checkpoint(path), task_name, origin=str(path))
+            self.state, self.whole_task = checkpoint["state_dict"], True
+            skip = (*TRAINING_STATE, "state_dict")
+            self.extras = {k: v for k, v in checkpoint.items() if k not in skip}
+
+    @property
+    def data_state(self) -> dict[str, Any] | None:
+        return self.extras.get("data_state") or None
+
+    def load_into(self, task: pl.LightningModule, datamodule: Any = None) -> None:
+        """The weights into ``task``, strictly, once the task's ``check_data`` (if it has one)
+        has accepted ``datamodule``: a char model names the characters that differ, rather
+        than the shapes that follow from their number.
+
+        Raises:
+            CheckpointError: weights of another shape, or missing or unexpected ones.
+            DataError: data the weights cannot read.
+        """
+        task.on_load_checkpoint(self.extras)  # the vocabulary they came with
+        if datamodule is not None and hasattr(task, "check_data"):
+            task.check_data(datamodule)
         try:
-            load_state(task.model, published.state)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: weights do not fit this model ({err})") from None
-        extras = dict(published.extras)
-    else:
-        checkpoint = read_checkpoint(path, task_name)
-        try:
-            task.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as err:
+            if self.whole_task:
+                task.load_state_dict(self.state)
+            else:
+                load_state(task.model, self.state)
+        except (RuntimeError, ValueError) as err:
             message = one_line(err)
-            raise CheckpointError(f"{path}: weights do not fit this model ({message})") from None
-        extras = {k: v for k, v in checkpoint.items() if k not in TRAINING_STATE}
-    task.on_load_checkpoint(extras)
-    return extras
+            raise CheckpointError(
+                f"{self.path}: weights do not fit this model ({message})"
+            ) from None
 
 
 #: What a checkpoint holds of the run's progress rather than of the model (not for --init_from).
