@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import wandb
 import yaml
 from PIL import Image
 from wandb_records import offline_runs, read_offline_run
@@ -99,7 +100,10 @@ def test_a_wandb_run_starts_without_warnings(tmp_path: Path) -> None:
     from zoo.tasks.runs import Run, run_loggers
 
     # A fresh process (W&B keeps its settings and its warned-once messages per process), in a
-    # relative run folder not made yet, outside any git repository.
+    # relative run folder not made yet, outside any git repository; and with this process's W&B
+    # service (WANDB_SERVICE), whose working directory is not the child's.
+    wandb.setup()
+    assert "WANDB_SERVICE" in os.environ and Path.cwd() != tmp_path
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"} | {"WANDB_MODE": "offline"}
     fit = [sys.executable, "-m", "zoo.cli", "fit", "--config", "char_lm/tiny",
            "--trainer.default_root_dir", "runs", "--trainer.max_steps", "2", *FLAGS]  # fmt: skip

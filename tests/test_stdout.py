@@ -1,5 +1,6 @@
-"""What sample, translate, caption and the listings write on standard output: a write that fails is one error
-line naming standard output, and a reader that closed the pipe ends the command quietly."""
+"""What sample, translate, caption and the listings write on standard output: a write that
+fails is one error line naming standard output, and a reader that closed the pipe ends the
+command quietly."""
 
 from __future__ import annotations
 
@@ -77,3 +78,17 @@ def test_sample_into_head_exits_like_cat(tmp_path) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141, err.decode()
     assert err == b""
+
+
+def test_sample_into_dev_full_is_one_line_and_status_2() -> None:
+    """A real full device: one line, status 2, and no second failure when Python flushes what is
+    still buffered at exit ('Exception ignored', status 120)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "zoo.cli", "sample", "--pretrained", CHAR, "--length", "50",
+           "--device", "cpu"]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr.decode()
+    assert done.stderr.decode().splitlines() == [
+        "rnn-zoo: error: standard output: could not be written (No space left on device)"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,20 @@ def write_stdout(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
+        discard_stdout()
         raise ReaderClosed from None
     except OSError as err:
+        discard_stdout()
         raise UserError(f"standard output: could not be written ({err.strerror or err})") from None
+
+
+def discard_stdout() -> None:
+    """Point standard output at the null device: what is still buffered goes nowhere at exit,
+    instead of failing there a second time (Python's 'Exception ignored', status 120)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture)
+        pass
 
 
 def add_model_source(parser: argparse.ArgumentParser, task: str) -> None:

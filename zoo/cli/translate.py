@@ -145,7 +145,7 @@ def _format(hyps: list[tuple[str, float]], n_best: int) -> list[str]:
 def _score(score: float) -> str:
     """Four decimals (``-1.2346``, ``0.0000``, ``-inf``), except for a score that they would print
     as ``-0.0000``: a large ``--length-penalty`` divides log-probabilities down to about 1e-9, and
-    those get seven significant digits (``-3.402571e-09``) so that the hypotheses stay ranked."""
+    those get seven significant digits (``-3.402571e-09``) rather than all reading as zero."""
     text = f"{score:.4f}"
     return text if float(text) != 0 or score == 0 else f"{score:.6e}"
 

@@ -97,11 +97,16 @@ class LSTM(RecurrentCore):
 @functools.cache
 def onednn_lstm_runs(dtype: torch.dtype) -> bool:
     """Whether this CPU runs ``nn.LSTM`` under autocast to ``dtype`` (tried once, on one step)."""
-    try:
-        with torch.autocast("cpu", dtype=dtype):
-            nn.LSTM(1, 1)(torch.zeros(1, 1, 1))
-    except RuntimeError:
-        return False
+    # Its own random stream (the process's draws stay those of a run without the probe) and
+    # grad mode (the first call may come under inference mode, in a sanity-check validation).
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                nn.LSTM(1, 1)(torch.zeros(1, 1, 1))
+        except RuntimeError as err:
+            if "primitive descriptor" not in str(err):  # not oneDNN saying it has no kernel
+                raise
+            return False
     return True
 
 

@@ -92,12 +92,12 @@ def _read_published(path: Path, task: str | None, check_copy: bool) -> Published
 
 def is_published(name_or_path: str | Path) -> bool:
     """Whether :func:`load` reads ``name_or_path`` as published weights (a name, or a
-    ``.safetensors`` file) rather than as a training checkpoint (a ``.ckpt``, a URL, or any
-    other file that exists)."""
-    path = Path(name_or_path)
+    ``.safetensors`` file) rather than as a training checkpoint (a ``.ckpt``, a URL or any
+    other path with a ``/``, or a file that exists)."""
+    text, path = str(name_or_path), Path(name_or_path)
     if path.suffix == ".safetensors":
         return True
-    return not (path.suffix == ".ckpt" or "://" in str(name_or_path) or path.exists())
+    return not (path.suffix == ".ckpt" or "/" in text or path.exists())  # names have no "/"
 
 
 def read_published(
@@ -157,7 +157,7 @@ def load(
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         return load_file(path, device, task)
-    if not is_published(path):
+    if not is_published(name_or_path):  # the string: a Path would fold a URL's "//"
         return load_checkpoint(path, device, task)
     return load_pretrained(str(name_or_path), device, task=task)
 
