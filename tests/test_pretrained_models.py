@@ -58,7 +58,6 @@ def test_a_translation_model_is_published():
     assert any("-bible-" in name for name in MT_MODELS)
 
 
-@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", MT_MODELS)
 def test_translation_model_reproduces_its_test_bleu(name):
     """The whole bundled test split (1,935 verses), greedy and beam 5, as rnn-zoo test scores it."""
