@@ -13,6 +13,7 @@ import torch
 
 from datamodules.char_text import BUNDLED_SHAKESPEARE
 from datamodules.parallel_text import BUNDLED_BIBLE
+from datamodules.prepare.shapes import make_shapes
 from datamodules.text_files import read_lines
 from zoo.cli import main
 from zoo.hub import download, pretrained_info
@@ -125,3 +126,26 @@ def test_translation_reads_new_text_with_the_published_vocabularies(tmp_path) ->
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     for name, tensor in published.state.items():
         torch.testing.assert_close(weights[name], tensor, atol=0, rtol=0)
+
+
+def test_captioning_reads_new_captions_with_the_published_words(tmp_path, monkeypatch) -> None:
+    """12 new shapes pictures, whose captions use fewer words than the published 33: the data
+    module takes the weights' word list, so the model keeps their size and their weights."""
+    monkeypatch.chdir(tmp_path)  # anything the recipe writes relative to the working directory
+    make_shapes(tmp_path / "shapes", n_train=12, n_val=4, n_test=2, image_size=48, seed=7)
+    name, run = "captioning-showattendtell-shapes-v1", tmp_path / "run"
+    assert main([
+        "fit", "--init_from", name, "--trainer.max_steps", "1", "--trainer.logger", "false",
+        "--model.optimizer.init_args.lr", "0", "--trainer.default_root_dir", str(run),
+        "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
+        "--data.data_dir", str(tmp_path / "shapes"), "--trainer.callbacks", "[]",
+    ]) == 0  # fmt: skip
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    published = read_published(name)
+    words = published.extras["data_state"]["vocab"]
+    assert checkpoint["data_state"]["vocab"] == words and len(words) == 33
+    weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    batch_norm = ("running_mean", "running_var", "num_batches_tracked")  # a step moves them
+    for key, tensor in published.state.items():
+        if not key.endswith(batch_norm):
+            torch.testing.assert_close(weights[key], tensor, atol=0, rtol=0)
