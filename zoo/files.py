@@ -99,6 +99,12 @@ def _unlink(path: Path) -> bool:
     return True
 
 
+def few(items: list[str], limit: int = 4) -> str:
+    """The first ``limit`` of ``items``, comma-separated, and how many more there are."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def one_line(err: BaseException) -> str:
     """The first line of an error's message (at most 300 characters), for one-line errors."""
     lines = str(err).strip().splitlines()

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from zoo.errors import CheckpointError, PretrainedError
-from zoo.files import atomic_path, one_line, sha256_of
+from zoo.files import atomic_path, few, one_line, sha256_of
 
 #: ``<task>-<core>-<dataset>-v<N>``; ``_`` joins words inside a field (char_lm, layernorm_lstm).
 NAME_PATTERN = re.compile(r"([a-z0-9_]+)-[a-z0-9_]+-[a-z0-9_]+-v\d+")
@@ -91,16 +91,16 @@ def load_state(model: nn.Module, state: dict[str, Tensor]) -> None:
     wanted = {k: v for k, v in expected.items() if k not in aliases}
     problems = []
     if missing := sorted(wanted.keys() - state.keys()):
-        problems.append(f"missing {_few(missing)}")
+        problems.append(f"missing {few(missing)}")
     if unexpected := sorted(state.keys() - wanted.keys()):
-        problems.append(f"unexpected {_few(unexpected)}")
+        problems.append(f"unexpected {few(unexpected)}")
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in wanted.items()
         if k in state and state[k].shape != v.shape
     ]
     if shapes:
-        problems.append(f"shape mismatch (file vs model) {_few(shapes)}")
+        problems.append(f"shape mismatch (file vs model) {few(shapes)}")
     if problems:
         raise ValueError("; ".join(problems))
     model.load_state_dict(state, strict=False)
@@ -219,8 +219,3 @@ def file_meta(name: str | None, task: str, path: Path, model: nn.Module) -> dict
         "sha256": sha256_of(path),
         "num_params": sum(p.numel() for p in model.parameters()),
     }
-
-
-def _few(items: list[str], limit: int = 4) -> str:
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more

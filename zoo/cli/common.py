@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,26 +16,16 @@ class ReaderClosed(Exception):
 
 
 def write_stdout(text: str) -> None:
-    """Write ``text`` on standard output and flush it. A write that fails (a full disk behind
-    ``> file``, ``> /dev/full``) is one error line that names standard output."""
+    """Write ``text`` on standard output and flush it (so nothing is left buffered to fail again
+    at exit). A write that fails (a full disk behind ``> file``, ``> /dev/full``) is one error
+    line that names standard output."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        discard_stdout()
         raise ReaderClosed from None
     except OSError as err:
-        discard_stdout()
         raise UserError(f"standard output: could not be written ({err.strerror or err})") from None
-
-
-def discard_stdout() -> None:
-    """Point standard output at the null device: what is still buffered goes nowhere at exit,
-    instead of failing there a second time (Python's 'Exception ignored', status 120)."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # not a real file (a test's capture)
-        pass
 
 
 def add_model_source(parser: argparse.ArgumentParser, task: str) -> None:

@@ -209,7 +209,7 @@ class ZooCLI(LightningCLI):
         self, task: Any, args: list[str], run: bool = True, data_state: dict | None = None
     ) -> None:
         self.task, self.args = task, args
-        self.data_state, self._adopted = data_state, set()  # the weights' (see _linked)
+        self.data_state = data_state  # the weights' vocabularies, until adopted (see _linked)
         self._read_checkpoints: dict[str, dict] = {}  # by local path, until Lightning takes it
         self._local_checkpoints: dict[str, Path] = {}
         # args may equal sys.argv[1:] (the console script); that is intended.
@@ -339,9 +339,9 @@ class ZooCLI(LightningCLI):
         """``datamodule.<attribute>`` for the model's ``__init__``. A fit that starts from
         weights (``--init_from``) reads its text in their vocabularies: the data module takes
         their ``data_state`` first, so the sizes linked are theirs, not new ones built."""
-        if self.data_state is not None and id(datamodule) not in self._adopted:
+        if self.data_state is not None:  # once: the first link adopts, the others read
             datamodule.load_state_dict(self.data_state)
-            self._adopted.add(id(datamodule))
+            self.data_state = None
         return getattr(datamodule, attribute)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:

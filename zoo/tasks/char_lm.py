@@ -22,6 +22,7 @@ from zoo.cores import (
     state_parts,
 )
 from zoo.errors import DataError
+from zoo.files import few
 from zoo.models import CharRNN
 from zoo.predict.char_lm import LN2
 from zoo.tasks.common import (
@@ -113,7 +114,7 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
             return
         data, weights = set(vocab.chars), set(self.vocab.chars)
         differences = [
-            f"{len(chars)} {what}: {_few(chars)}"
+            f"{len(chars)} {what}: {few([repr(c) for c in sorted(chars)], limit=8)}"
             for chars, what in (
                 (data - weights, "the weights lack"),
                 (weights - data, "the data lacks"),
@@ -214,8 +215,3 @@ class CharLanguageModel(FromCheckpoint, pl.LightningModule):
         if saved is not None:
             self._train_state = state_from_parts(saved)
         load_rng_state(self, checkpoint)
-
-
-def _few(chars: set[str], limit: int = 8) -> str:
-    shown = ", ".join(repr(c) for c in sorted(chars)[:limit])
-    return shown + (", ..." if len(chars) > limit else "")
