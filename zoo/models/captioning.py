@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.cores import LSTM, CoreFactory, RecurrentCore, build_core, state_parts
-from zoo.layers import BahdanauAttention, Bridge, ImageEncoder, build_encoder
+from zoo.layers import BahdanauAttention, Bridge, Dropout, ImageEncoder, build_encoder
 from zoo.models.state import DecoderState, check_decoder
 
 #: Decoder state: ``rnn`` (batch on dim 1), ``memory`` (N, S, F) feature grid, ``keys`` the
@@ -77,7 +77,7 @@ class CaptioningModel(nn.Module):
         super().__init__()
         self.encoder = encoder if encoder is not None else ImageEncoder()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.vocab_size, self.embedding_dim = vocab_size, embedding_dim
         self.dropout, self.pad_id = dropout, pad_id
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.cores import GRU, LSTM, CoreFactory, RecurrentCore, State, build_core, state_parts
-from zoo.layers import BahdanauAttention, Bridge, FinalStateBridge, LuongAttention
+from zoo.layers import BahdanauAttention, Bridge, Dropout, FinalStateBridge, LuongAttention
 from zoo.models.state import DecoderState, check_decoder
 
 #: The state :mod:`zoo.decoding` carries for a translation model (the name before it was shared).
@@ -69,7 +69,7 @@ class TranslationModel(nn.Module):
         super().__init__()
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=pad_id)
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.embedding_dim, self.dropout, self.pad_id = embedding_dim, dropout, pad_id
         self.reverse_source = reverse_source
