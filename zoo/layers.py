@@ -1,6 +1,6 @@
-"""Layers the models share: dropout, attention over a source (additive, Bahdanau et al. 2014; multiplicative,
-Luong et al. 2015), the bridges from an encoder to a decoder's first state, and the CNN that
-turns pictures into a grid of annotation vectors.
+"""Layers the models share: dropout, attention over a source (additive, Bahdanau et al. 2014;
+multiplicative, Luong et al. 2015), the bridges from an encoder to a decoder's first state, and
+the CNN that turns pictures into a grid of annotation vectors.
 
 The two attentions share one interface. The decoder's query ``(B, Q)`` scores every source annotation
 ``(B, S, K)``; a softmax over the valid positions gives the alignment weights ``(B, S)``, and the
