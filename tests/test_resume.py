@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,15 @@ def test_a_captioning_fit_resumed_mid_epoch_runs_the_batches_of_the_whole_one(
     assert resumed["global_step"] == whole["global_step"] == 16
     for name, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], value), name
+
+
+def test_a_checkpoint_alone_leaves_no_copy_of_its_recipe_behind(tmp_path, monkeypatch) -> None:
+    last = _fit("char_lm/tiny", tmp_path / "run", "--trainer.max_steps", "2")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the recipe is written
+    assert main(["validate", "--ckpt_path", str(last), "--trainer.limit_val_batches", "1"]) == 0
+    assert not list(scratch.glob("rnn-zoo-recipe-*"))
 
 
 def test_a_checkpoint_without_a_recipe_says_what_to_do(tmp_path, capsys) -> None:

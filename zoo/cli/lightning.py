@@ -52,9 +52,15 @@ def main(argv: list[str]) -> int:
     ):
         print(HELP.format(command=command))  # the short help, without importing Lightning
         return 0
+    # A checkpoint's recipe is written to a scratch folder for the parser, removed when done.
+    with tempfile.TemporaryDirectory(prefix="rnn-zoo-recipe-") as scratch:
+        return run(command, with_saved_recipe(resolve_configs(argv), Path(scratch)))
+
+
+def run(command: str, argv: list[str]) -> int:
+    """:func:`main` once ``argv``'s recipes are files."""
     from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
-    argv = with_saved_recipe(resolve_configs(argv))
     argv, init_from = take_option(argv, "--init_from")
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -99,10 +105,10 @@ def take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
     return out, value
 
 
-def with_saved_recipe(argv: list[str]) -> list[str]:
+def with_saved_recipe(argv: list[str], scratch: Path) -> list[str]:
     """``argv`` with ``--config <the checkpoint's recipe>`` when it names a ``--ckpt_path`` (or
     ``--init_from``) but no recipe: a checkpoint carries the run it belongs to, and the command
-    line's other options still apply on top of it."""
+    line's other options still apply on top of it. The recipe is written into ``scratch``."""
     if any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
         return argv
     _, path = take_option(argv, "--ckpt_path")
@@ -120,8 +126,7 @@ def with_saved_recipe(argv: list[str]) -> list[str]:
     recipe = read_checkpoint(local_checkpoint(path), origin=path).get("rnn_zoo_recipe")
     if not isinstance(recipe, str):
         raise UserError(f"{path}: holds no recipe (saved before rnn-zoo 0.2); add --config RECIPE")
-    folder = Path(tempfile.mkdtemp(prefix="rnn-zoo-recipe-"))
-    saved = folder / "recipe.yaml"
+    saved = scratch / "recipe.yaml"
     saved.write_text(recipe, encoding="utf-8")
     return [argv[0], "--config", str(saved), *argv[1:]]
 
