@@ -1,5 +1,7 @@
 """``rnn-zoo demo`` trains in bfloat16 only where the machine computes it natively."""
 
+import logging
+
 import pytest
 import torch
 
@@ -75,3 +77,41 @@ def test_a_prime_outside_the_vocabulary_is_refused_before_training(monkeypatch, 
     assert calls == [] and not list(tmp_path.iterdir())  # nothing trained, nothing written
     demo.main(["--prime", "To be", "--max-time", "00:00:00:05"])  # its characters are all known
     assert [argv[0] for argv in calls] == ["fit", "validate", "--checkpoint"]
+
+
+def test_a_bf16_fit_on_a_cpu_that_emulates_bfloat16_says_so(monkeypatch, tmp_path, caplog):
+    lightning_log = logging.getLogger("pytorch_lightning")  # its own handler, no propagation
+    monkeypatch.setattr(lightning_log, "handlers", [*lightning_log.handlers, caplog.handler])
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    argv = ["fit", "--config", "char_lm/tiny", "--trainer.precision", "bf16-mixed",
+            "--trainer.accelerator", "cpu",
+            "--trainer.max_steps", "1", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    assert demo.lightning.main(argv) == 0
+    err = caplog.text
+    assert "warning: trainer.precision is bf16-mixed, but this CPU has neither AMX" in err
+    assert "--trainer.precision 32-true" in err
+
+
+@pytest.mark.parametrize(
+    ("precision", "accelerator", "native", "warned"),
+    [
+        ("bf16-mixed", "cpu", False, True),
+        ("bf16-true", "cpu", False, True),
+        ("bf16-mixed", "cpu", True, False),  # AVX512-BF16: native
+        ("32-true", "cpu", False, False),
+        ("16-mixed", "cpu", False, False),
+        ("bf16-mixed", "gpu", False, False),  # a GPU's bfloat16 is not the CPU's business
+    ],  # fmt: skip
+)
+def test_only_bfloat16_on_a_cpu_without_it_is_warned(
+    cpu_only, monkeypatch, precision, accelerator, native, warned
+):
+    from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from zoo.cli.common import emulated_bfloat16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    device = CPUAccelerator() if accelerator == "cpu" else CUDAAccelerator()
+    assert (emulated_bfloat16(precision, device) is not None) == warned

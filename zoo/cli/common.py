@@ -10,6 +10,48 @@ from typing import Any
 from zoo.errors import UserError
 
 
+def cpu_bfloat16() -> str | None:
+    """Why this CPU computes bfloat16 natively (AMX, AVX512-BF16), or None where it emulates it."""
+    import torch  # here, not at the top: a command's ``--help`` stays fast
+
+    for probe, name in (
+        ("_is_amx_tile_supported", "AMX"),
+        ("_is_avx512_bf16_supported", "AVX512-BF16"),
+    ):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return f"this CPU has {name}"
+    return None
+
+
+def native_bfloat16() -> str | None:
+    """Why the device the demo trains on computes bfloat16 natively, or None where it does not
+    (the demo's ``accelerator: auto`` takes a CUDA GPU first; on Apple's MPS it says None)."""
+    import torch
+
+    if torch.cuda.is_available():
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere and later
+        return "this GPU computes bfloat16" if native else None
+    if torch.backends.mps.is_available():
+        return None
+    return cpu_bfloat16()
+
+
+def emulated_bfloat16(precision: Any, accelerator: Any) -> str | None:
+    """A warning when a run computes in bfloat16 on a CPU that only emulates it: a recipe meant
+    for a GPU (``precision: bf16-mixed``) run on a laptop is then slower than in float32."""
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    if not str(precision).startswith("bf16") or not isinstance(accelerator, CPUAccelerator):
+        return None
+    if cpu_bfloat16() is not None:
+        return None
+    return (
+        f"warning: trainer.precision is {precision}, but this CPU has neither AMX nor "
+        "AVX512-BF16, so bfloat16 is emulated, usually slower than float32 "
+        "(--trainer.precision 32-true)"
+    )
+
+
 class ReaderClosed(Exception):
     """Standard output's reader closed the pipe (``rnn-zoo sample | head``): it has what it wanted,
     so the command ends quietly, as ``cat`` does (:func:`zoo.cli.main` exits with 141)."""

@@ -13,30 +13,11 @@ import argparse
 from pathlib import Path
 
 from zoo.cli import lightning, sample
-from zoo.cli.common import read_recipe
+from zoo.cli.common import native_bfloat16, read_recipe
 from zoo.cli.lightning import RECIPES
 from zoo.errors import UserError
 
 CHECKPOINT = Path("runs/char_lm/demo/checkpoints/last.ckpt")
-
-
-def native_bfloat16() -> str | None:
-    """Why the device the demo trains on computes bfloat16 natively, or None where it does not
-    (the demo's ``accelerator: auto`` takes a CUDA GPU first; on Apple's MPS it says None)."""
-    import torch  # here, not at the top: ``rnn-zoo demo --help`` stays fast
-
-    if torch.cuda.is_available():
-        native = torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere and later
-        return "this GPU computes bfloat16" if native else None
-    if torch.backends.mps.is_available():
-        return None
-    for probe, name in (
-        ("_is_amx_tile_supported", "AMX"),
-        ("_is_avx512_bf16_supported", "AVX512-BF16"),
-    ):
-        if getattr(torch.cpu, probe, lambda: False)():
-            return f"this CPU has {name}"
-    return None
 
 
 def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:

@@ -21,10 +21,11 @@ from jsonargparse import ArgumentError
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
-from zoo.cli.common import read_recipe
+from zoo.cli.common import emulated_bfloat16, read_recipe
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -357,7 +358,10 @@ class ZooCLI(LightningCLI):
         self.save_config_kwargs = {"overwrite": True, "run": run, "recipe": self.recipe}
         if not config.get("plugins"):
             config["plugins"] = [SafeCheckpointIO(self._read_checkpoints)]
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if warning := emulated_bfloat16(trainer.precision, trainer.accelerator):
+            rank_zero_info(warning)
+        return trainer
 
     @staticmethod
     def _loggers(logger: Any, run: Run | None, log_model: Any) -> Any:
