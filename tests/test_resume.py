@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+import zoo.checkpoint
 from zoo.checkpoint import read_checkpoint
 from zoo.cli import main
 from zoo.tasks.captioning import CaptioningTask
@@ -88,6 +90,30 @@ def test_a_checkpoint_alone_leaves_no_copy_of_its_recipe_behind(tmp_path, monkey
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the recipe is written
     assert main(["validate", "--ckpt_path", str(last), "--trainer.limit_val_batches", "1"]) == 0
     assert not list(scratch.glob("rnn-zoo-recipe-*"))
+
+
+def test_a_checkpoint_url_is_fetched_once_for_its_recipe_and_its_weights(tmp_path, monkeypatch):
+    last = _fit("char_lm/tiny", tmp_path / "run", "--trainer.max_steps", "2")
+    fetched = []
+
+    def fetch(url, target, **_):
+        fetched.append(url)
+        shutil.copyfile(last, target)
+
+    monkeypatch.setattr(zoo.checkpoint, "fetch", fetch)
+    monkeypatch.delenv("RNN_ZOO_OFFLINE", raising=False)
+    url = f"https://example.org/{tmp_path.name}/last.ckpt"  # a URL no other test fetched
+    assert _fit_from(url, tmp_path / "new") == 0  # no --config: the recipe comes from the file
+    assert fetched == [url]
+    started = read_checkpoint(tmp_path / "new" / "checkpoints" / "last.ckpt", "char_lm")
+    for name, value in read_checkpoint(last, "char_lm")["state_dict"].items():
+        assert torch.equal(started["state_dict"][name], value), name  # its weights, at lr 0
+
+
+def _fit_from(weights: str, root: Path) -> int:
+    return main(["fit", "--init_from", weights, "--trainer.max_steps", "1", *FLAGS,
+                 "--model.init_args.optimizer.init_args.lr", "0",
+                 "--trainer.default_root_dir", str(root)])  # fmt: skip
 
 
 def test_a_checkpoint_without_a_recipe_says_what_to_do(tmp_path, capsys) -> None:

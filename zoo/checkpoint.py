@@ -19,6 +19,9 @@ from zoo.errors import CheckpointError
 from zoo.files import atomic_path, fetch, offline, one_line
 
 REMOTE = ("http://", "https://")
+#: URL -> the file it was fetched into, so one command that reads a checkpoint twice (its recipe,
+#: then its weights) downloads it once.
+_FETCHED: dict[str, Path] = {}
 
 
 def _refusal(path: Path, err: pickle.UnpicklingError) -> CheckpointError:
@@ -129,8 +132,8 @@ def require_task(checkpoint: dict[str, Any], task: str | None, name: str | Path)
 
 def local_checkpoint(path_or_url: str | Path) -> Path:
     """A checkpoint as a local file: the path itself, or an ``http(s)://`` URL fetched into the
-    temporary folder (never with ``RNN_ZOO_OFFLINE``; then read it like any file, with
-    :func:`read_checkpoint`).
+    temporary folder, once per process (never with ``RNN_ZOO_OFFLINE``; then read it like any
+    file, with :func:`read_checkpoint`).
 
     Raises:
         CheckpointError: a remote checkpoint while offline, or a failed download.
@@ -140,10 +143,14 @@ def local_checkpoint(path_or_url: str | Path) -> Path:
         return Path(text)
     if offline():
         raise CheckpointError(f"{text}: RNN_ZOO_OFFLINE is set, so no checkpoint is downloaded")
+    local = _FETCHED.get(text)
+    if local is not None and local.is_file():
+        return local
     name = hashlib.sha256(text.encode()).hexdigest()[:16] + ".ckpt"
     local = Path(tempfile.gettempdir()) / "rnn-zoo-checkpoints" / name
     with atomic_path(local) as tmp:
         fetch(text, tmp, error=CheckpointError)
+    _FETCHED[text] = local
     return local
 
 

@@ -15,6 +15,8 @@ from zoo.errors import UserError
 from zoo.files import shipped
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+#: ``Trainer.fit`` arguments that are no subcommand options (LightningCLI fills them itself).
+FIT_INPUTS = {"self", "model", "train_dataloaders", "val_dataloaders", "datamodule"}
 RECIPES = shipped("recipes")
 HELP = """usage: rnn-zoo {command} --config RECIPE [--KEY VALUE ...] [--print_config]
 
@@ -126,6 +128,16 @@ def with_saved_recipe(argv: list[str], scratch: Path) -> list[str]:
     recipe = read_checkpoint(local_checkpoint(path), origin=path).get("rnn_zoo_recipe")
     if not isinstance(recipe, str):
         raise UserError(f"{path}: holds no recipe (saved before rnn-zoo 0.2); add --config RECIPE")
+    if path == init_from:  # a new fit: drop the old run's Trainer.fit arguments (ckpt_path...)
+        import inspect
+
+        import yaml
+        from pytorch_lightning import Trainer
+
+        config = yaml.safe_load(recipe)
+        for key in set(inspect.signature(Trainer.fit).parameters) - FIT_INPUTS:
+            config.pop(key, None)
+        recipe = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     saved = scratch / "recipe.yaml"
     saved.write_text(recipe, encoding="utf-8")
     return [argv[0], "--config", str(saved), *argv[1:]]
