@@ -115,3 +115,24 @@ def test_only_bfloat16_on_a_cpu_without_it_is_warned(
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     device = CPUAccelerator() if accelerator == "cpu" else CUDAAccelerator()
     assert (emulated_bfloat16(precision, device) is not None) == warned
+
+
+def test_the_demo_recipe_trains_with_its_fused_adam(tmp_path, monkeypatch):
+    """The recipe's fused Adam steps under Lightning, which refuses a fused optimizer together
+    with gradient clipping in mixed precision (the demo's bf16): adding ``gradient_clip_val``
+    back to the recipe fails here."""
+    from zoo.cli.zoo_cli import ZooCLI, find_task_class
+
+    monkeypatch.chdir(tmp_path)  # the recipe's checkpoints go under ./runs
+    args = ["--config", str(RECIPE), "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+            "--trainer.precision", "bf16-mixed", "--trainer.max_steps", "3",
+            "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    cli = ZooCLI(find_task_class(args), args=args, run=False)
+    before = {name: p.detach().clone() for name, p in cli.model.named_parameters()}
+    cli.trainer.fit(cli.model, cli.datamodule)
+    (optimizer,) = cli.trainer.optimizers
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["fused"]
+    assert cli.trainer.global_step == 3
+    unchanged = [n for n, p in cli.model.named_parameters() if torch.equal(p, before[n])]
+    assert unchanged == []
