@@ -203,3 +203,16 @@ def test_validate_without_a_checkpoint_says_it_scores_an_untrained_model(tmp_pat
     ]
     assert main([*argv, *run]) == 0
     assert "untrained" not in capsys.readouterr().err
+
+
+def test_a_fused_optimizer_with_clipping_in_mixed_precision_is_refused_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    """Lightning refuses it only at the first optimizer step, with a traceback."""
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, "fit", "--config", "char_lm/demo", "--trainer.accelerator", "cpu",
+                       "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "1.5",
+                       "--trainer.logger", "false")  # fmt: skip
+    assert "fused: true and trainer.gradient_clip_val is 1.5" in line
+    assert "bf16-mixed precision" in line
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained

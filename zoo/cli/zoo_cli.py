@@ -187,6 +187,30 @@ def own_checks() -> Iterator[None]:
         raise cause from None
 
 
+def _lookup(config: Any, *keys: str) -> Any:
+    for key in keys:
+        try:
+            config = config[key]
+        except (KeyError, TypeError, IndexError):
+            return None
+    return config
+
+
+def fused_with_clipping(config: Any, trainer: pl.Trainer) -> str | None:
+    """Lightning refuses to clip a fused optimizer's gradients in mixed precision (the optimizer
+    unscales them itself), but only at the first optimizer step, with a traceback: the one-line
+    error for a recipe that asks for both, before anything trains."""
+    fused = _lookup(config, "model", "init_args", "optimizer", "init_args", "fused")
+    clip = trainer.gradient_clip_val
+    if not (fused and clip and trainer.precision in ("16-mixed", "bf16-mixed")):
+        return None
+    return (
+        f"model.optimizer has fused: true and trainer.gradient_clip_val is {clip}: Lightning "
+        f"cannot clip a fused optimizer's gradients in {trainer.precision} precision; drop one "
+        "of the two (in 32-true precision both work)"
+    )
+
+
 def unlogged(callbacks: list | None) -> list:
     """A recipe's callbacks for a run without a logger: a ``LearningRateMonitor`` (which Lightning
     refuses to start without one, after the data is prepared) is left out, with a note."""
@@ -361,6 +385,8 @@ class ZooCLI(LightningCLI):
         trainer = super()._instantiate_trainer(config, callbacks)
         if warning := emulated_bfloat16(trainer.precision, trainer.accelerator):
             rank_zero_info(warning)
+        if self.subcommand == "fit" and (why := fused_with_clipping(config_now, trainer)):
+            raise UserError(why)
         return trainer
 
     @staticmethod
