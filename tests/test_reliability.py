@@ -556,6 +556,13 @@ def test_last_ckpt_holds_the_final_weights_after_max_time(tmp_path) -> None:
         assert torch.equal(saved["state_dict"][name], value), name
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell's background job (`nohup pytest &`) starts with SIGINT ignored, its children
+    # inherit that, and Python then installs no KeyboardInterrupt handler: the child would never
+    # see the test's Ctrl-C. A command run in a terminal has SIGINT's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _running(*argv: str, cwd: Path) -> Iterator[subprocess.Popen]:
     """The command in a child process, killed when the block ends however it ends (a failed
@@ -563,7 +570,7 @@ def _running(*argv: str, cwd: Path) -> Iterator[subprocess.Popen]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     process = subprocess.Popen(
         [sys.executable, "-m", "zoo.cli", *argv], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
     try:
         yield process
