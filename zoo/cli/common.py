@@ -52,6 +52,21 @@ def emulated_bfloat16(precision: Any, accelerator: Any) -> str | None:
     )
 
 
+def fused_with_clipping(config: Any, trainer: Any) -> str | None:
+    """Lightning refuses to clip a fused optimizer's gradients in mixed precision (the optimizer
+    unscales them itself), but only at the first optimizer step, with a traceback: the one-line
+    error for a recipe that asks for both, before anything trains."""
+    fused = config.get("model.init_args.optimizer.init_args.fused")
+    clip = trainer.gradient_clip_val
+    if not (fused and clip and trainer.precision in ("16-mixed", "bf16-mixed")):
+        return None
+    return (
+        f"model.optimizer has fused: true and trainer.gradient_clip_val is {clip}: Lightning "
+        f"cannot clip a fused optimizer's gradients in {trainer.precision} precision; drop one "
+        "of the two (in 32-true precision both work)"
+    )
+
+
 class ReaderClosed(Exception):
     """Standard output's reader closed the pipe (``rnn-zoo sample | head``): it has what it wanted,
     so the command ends quietly, as ``cat`` does (:func:`zoo.cli.main` exits with 141)."""

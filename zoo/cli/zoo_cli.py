@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
-from zoo.cli.common import emulated_bfloat16, read_recipe
+from zoo.cli.common import emulated_bfloat16, fused_with_clipping, read_recipe
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -185,30 +185,6 @@ def own_checks() -> Iterator[None]:
         if cause is None:
             raise
         raise cause from None
-
-
-def _lookup(config: Any, *keys: str) -> Any:
-    for key in keys:
-        try:
-            config = config[key]
-        except (KeyError, TypeError, IndexError):
-            return None
-    return config
-
-
-def fused_with_clipping(config: Any, trainer: pl.Trainer) -> str | None:
-    """Lightning refuses to clip a fused optimizer's gradients in mixed precision (the optimizer
-    unscales them itself), but only at the first optimizer step, with a traceback: the one-line
-    error for a recipe that asks for both, before anything trains."""
-    fused = _lookup(config, "model", "init_args", "optimizer", "init_args", "fused")
-    clip = trainer.gradient_clip_val
-    if not (fused and clip and trainer.precision in ("16-mixed", "bf16-mixed")):
-        return None
-    return (
-        f"model.optimizer has fused: true and trainer.gradient_clip_val is {clip}: Lightning "
-        f"cannot clip a fused optimizer's gradients in {trainer.precision} precision; drop one "
-        "of the two (in 32-true precision both work)"
-    )
 
 
 def unlogged(callbacks: list | None) -> list:
