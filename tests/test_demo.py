@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+from zoo.callbacks import LastCheckpoint  # Lightning imported before any test mocks torch's probes
 from zoo.cli import demo
 from zoo.errors import UserError
 
@@ -42,12 +43,24 @@ def test_auto_keeps_a_recipe_that_sets_its_precision(cpu_only, monkeypatch, tmp_
     assert demo.training_precision("auto", recipe) == (None, "the recipe's precision (16-mixed)")
 
 
+def mock_the_commands(monkeypatch) -> list[list[str]]:
+    """The demo's fit, validation and sampling record their arguments instead of running; the
+    fit's Trainer has taken a step and saved its last.ckpt."""
+    calls = []
+    trainer = type("Trainer", (), {"callbacks": [], "global_step": 1})()
+    last = LastCheckpoint()
+    monkeypatch.setattr(last, "path", lambda trainer: demo.Path("runs/x/last.ckpt"))
+    trainer.callbacks.append(last)
+    monkeypatch.setattr(demo.lightning, "trained", lambda argv: calls.append(argv) or trainer)
+    monkeypatch.setattr(demo.lightning, "main", lambda argv: calls.append(argv))
+    monkeypatch.setattr(demo.sample, "main", lambda argv: calls.append(argv) or 0)
+    return calls
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_only_the_fit_gets_the_precision(cpu_only, monkeypatch, native, capsys):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
-    calls = []
-    monkeypatch.setattr(demo.lightning, "main", lambda argv: calls.append(argv))
-    monkeypatch.setattr(demo.sample, "main", lambda argv: calls.append(argv) or 0)
+    calls = mock_the_commands(monkeypatch)
     assert demo.main(["--max-time", "00:00:00:05"]) == 0
     fit, validate, _ = calls
     assert fit[0] == "fit" and validate[0] == "validate"
@@ -69,9 +82,7 @@ def test_a_recipe_named_like_the_bundled_ones_is_read_for_its_precision(cpu_only
 
 def test_a_prime_outside_the_vocabulary_is_refused_before_training(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    calls = []
-    monkeypatch.setattr(demo.lightning, "main", lambda argv: calls.append(argv))
-    monkeypatch.setattr(demo.sample, "main", lambda argv: calls.append(argv) or 0)
+    calls = mock_the_commands(monkeypatch)
     with pytest.raises(UserError, match=r"--prime: characters not in the model's vocabulary: '日"):
         demo.main(["--prime", "To be 日本", "--max-time", "00:00:00:05"])
     assert calls == [] and not list(tmp_path.iterdir())  # nothing trained, nothing written
@@ -136,3 +147,46 @@ def test_the_demo_recipe_trains_with_its_fused_adam(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 3
     unchanged = [n for n, p in cli.model.named_parameters() if torch.equal(p, before[n])]
     assert unchanged == []
+
+
+def test_the_demo_scores_and_samples_the_checkpoint_its_own_recipe_writes(
+    tmp_path, monkeypatch, capsys
+):
+    """A recipe of one's own puts its last.ckpt elsewhere: the demo scores and samples that one,
+    not an older runs/char_lm/demo/checkpoints/last.ckpt (here a file that is no checkpoint)."""
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "runs/char_lm/demo/checkpoints/last.ckpt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older run's file")
+    tiny = (demo.RECIPES / "char_lm" / "tiny.yaml").read_text()
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(tiny.replace("enable_checkpointing: false", "enable_checkpointing: true")
+                    .replace("runs/char_lm/tiny", "runs/mine"))  # fmt: skip
+    argv = ["--recipe", str(mine), "--precision", "32", "--length", "30", "--prime", "ROMEO"]
+    assert demo.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "30 characters sampled from runs/mine/checkpoints/last.ckpt" in out
+    assert (tmp_path / "runs/mine/checkpoints/last.ckpt").is_file()
+    assert stale.read_bytes() == b"an older run's file"
+
+
+def test_a_fit_that_took_no_step_is_not_scored():
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(callbacks=[LastCheckpoint()], logger=False, accelerator="cpu")
+    with pytest.raises(UserError, match=r"mine.yaml: the fit ended before its first step"):
+        demo.final_checkpoint(trainer, demo.Path("mine.yaml"))
+    trainer = pl.Trainer(enable_checkpointing=False, logger=False, accelerator="cpu")
+    with pytest.raises(UserError, match=r"mine.yaml: its fit saves no last.ckpt"):
+        demo.final_checkpoint(trainer, demo.Path("mine.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("00:00:00:00", "a budget of zero trains nothing"), ("5 min", "write DD:HH:MM:SS")],
+)
+def test_a_budget_of_zero_or_garbage_is_refused_before_training(monkeypatch, value, message):
+    calls = mock_the_commands(monkeypatch)
+    with pytest.raises(UserError, match=f"--max-time '{value}': {message}"):
+        demo.main(["--max-time", value])
+    assert calls == []

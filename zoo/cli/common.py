@@ -67,6 +67,20 @@ def fused_with_clipping(config: Any, trainer: Any) -> str | None:
     )
 
 
+def check_duration(option: str, text: str | None) -> None:
+    """A ``--max-time`` value: DD:HH:MM:SS and longer than zero, else a one-line error (Lightning
+    would take ``00:00:00:00`` and end the fit before its first step, with exit status 0)."""
+    if text is None:
+        return
+    parts = text.split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise UserError(f"{option} {text!r}: write DD:HH:MM:SS, e.g. 00:00:02:00")
+    if not any(int(p) for p in parts):
+        raise UserError(
+            f"{option} {text!r}: a budget of zero trains nothing; give e.g. 00:00:02:00"
+        )
+
+
 class ReaderClosed(Exception):
     """Standard output's reader closed the pipe (``rnn-zoo sample | head``): it has what it wanted,
     so the command ends quietly, as ``cat`` does (:func:`zoo.cli.main` exits with 141)."""

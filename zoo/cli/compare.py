@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from zoo.cli.common import check_duration
 from zoo.errors import UserError
 from zoo.files import write_text
 
@@ -40,15 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--seeds {args.seeds}: give 1 to 100 runs per core")
     if args.metric not in ("bpc", "loss", "ppl"):
         raise UserError(f"--metric {args.metric!r}: choose bpc, loss or ppl (a char LM's values)")
-    if args.max_time is not None and not _is_duration(args.max_time):
-        raise UserError(f"--max-time {args.max_time!r}: write DD:HH:MM:SS, e.g. 00:00:02:00")
+    check_duration("--max-time", args.max_time)
     args.overrides = [a for a in args.overrides if a != "--"]
     return args
-
-
-def _is_duration(text: str) -> bool:
-    parts = text.split(":")
-    return len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) for p in parts)
 
 
 def check_cores(names: list[str]) -> list[type]:

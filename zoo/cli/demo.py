@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.cli import lightning, sample
-from zoo.cli.common import native_bfloat16, read_recipe
+from zoo.cli.common import check_duration, native_bfloat16, read_recipe
 from zoo.cli.lightning import RECIPES
 from zoo.errors import UserError
 
-CHECKPOINT = Path("runs/char_lm/demo/checkpoints/last.ckpt")
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 
 def training_precision(choice: str, recipe: Path) -> tuple[str | None, str]:
@@ -51,6 +53,22 @@ def check_prime(prime: str, recipe: list[str]) -> None:
         raise UserError(f"--prime: {err}") from None
 
 
+def final_checkpoint(trainer: pl.Trainer, recipe: Path) -> Path:
+    """The ``last.ckpt`` that the demo's own fit wrote, where its recipe puts it. A fit that took
+    no step is refused: an older file there would be scored and sampled as if it were this run's.
+    """
+    from zoo.callbacks import LastCheckpoint
+
+    last = [cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
+    if not last:
+        why = "its fit saves no last.ckpt (checkpointing is off): no final weights to score"
+        raise UserError(f"{recipe}: {why}; turn trainer.enable_checkpointing on")
+    if trainer.global_step == 0:
+        why = "the fit ended before its first step: no new weights to score and sample"
+        raise UserError(f"{recipe}: {why}; give it a longer --max-time")
+    return last[0].path(trainer)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnn-zoo demo", description=__doc__)
     parser.add_argument("--recipe", type=Path, default=RECIPES / "char_lm" / "demo.yaml")
@@ -64,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
         raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
+    check_duration("--max-time", args.max_time)
     recipe = ["--config", str(args.recipe)]
     if args.prime != "\n":
         check_prime(args.prime, recipe)
@@ -71,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rnn-zoo demo: training in {why}", flush=True)
     extra = ["--trainer.max_time", args.max_time] if args.max_time else []
     extra += ["--trainer.precision", precision] if precision else []
-    lightning.main(["fit", *recipe, *extra])
+    checkpoint = final_checkpoint(lightning.trained(["fit", *recipe, *extra]), args.recipe)
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
-    lightning.main(["validate", *recipe, "--ckpt_path", str(CHECKPOINT), *quiet])
-    print(f"\n--- {args.length} characters sampled from {CHECKPOINT} (temperature 0.8) ---")
+    lightning.main(["validate", *recipe, "--ckpt_path", str(checkpoint), *quiet])
+    print(f"\n--- {args.length} characters sampled from {checkpoint} (temperature 0.8) ---")
     sampling = ["--prime", args.prime, "--length", str(args.length), "--seed", "0"]
-    return sample.main(["--checkpoint", str(CHECKPOINT), *sampling])
+    return sample.main(["--checkpoint", str(checkpoint), *sampling])

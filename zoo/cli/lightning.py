@@ -10,8 +10,12 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.errors import UserError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 from zoo.files import shipped
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -54,13 +58,19 @@ def main(argv: list[str]) -> int:
     ):
         print(HELP.format(command=command))  # the short help, without importing Lightning
         return 0
+    trained(argv)
+    return 0
+
+
+def trained(argv: list[str]) -> pl.Trainer:
+    """Runs ``argv`` as :func:`main` does (not its ``--help``); the Trainer that ran it."""
     # A checkpoint's recipe is written to a scratch folder for the parser, removed when done.
     with tempfile.TemporaryDirectory(prefix="rnn-zoo-recipe-") as scratch:
-        return run(command, with_saved_recipe(resolve_configs(argv), Path(scratch)))
+        return run(argv[0], with_saved_recipe(resolve_configs(argv), Path(scratch)))
 
 
-def run(command: str, argv: list[str]) -> int:
-    """:func:`main` once ``argv``'s recipes are files."""
+def run(command: str, argv: list[str]) -> pl.Trainer:
+    """:func:`trained` once ``argv``'s recipes are files."""
     from zoo.cli.zoo_cli import ZooCLI, find_task_class
 
     argv, init_from = take_option(argv, "--init_from")
@@ -89,7 +99,7 @@ def run(command: str, argv: list[str]) -> int:
         raise UserError(f"trainer: {' '.join(str(err).split())}") from None
     finally:
         finish_wandb(failed)  # one W&B run per command, even when one process runs several
-    return 0
+    return cli.trainer
 
 
 def take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
