@@ -171,6 +171,11 @@ class CharTextDataModule(pl.LightningDataModule):
             )
         if val_fraction + test_fraction >= 1:
             raise DataError("val_fraction + test_fraction must leave some text for training")
+        if paths is not None and not [p for p in paths if str(p)]:  # [] or [""]: no file named
+            raise DataError(
+                f"data.paths is {list(paths)}: name at least one text file, or leave data.paths "
+                "out to train on the bundled Shakespeare"
+            )
         self.paths = [str(p) for p in paths] if paths else [str(BUNDLED_SHAKESPEARE)]
         self.batch_size = batch_size
         self.seq_len = seq_len

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.char_text import CharTextDataModule, StreamLoader
+from datamodules.char_text import BUNDLED_SHAKESPEARE, CharTextDataModule, StreamLoader
 from datamodules.text_files import read_text
 from datamodules.vocab import CharVocab
 from zoo.errors import DataError
@@ -106,6 +106,15 @@ def test_missing_path_and_directory(tmp_path):
         read_text(tmp_path / "nope.txt")
     with pytest.raises(DataError, match="is a directory"):
         read_text(tmp_path)
+
+
+@pytest.mark.parametrize("paths", [[], [""]])
+def test_an_empty_list_of_paths_is_refused_rather_than_read_as_the_default(paths):
+    """Only a missing data.paths means the bundled Shakespeare; ``--data.paths '[]'`` trained on it
+    silently, with exit status 0."""
+    with pytest.raises(DataError, match=r"data.paths is \[.*\]: name at least one text file"):
+        CharTextDataModule(paths)
+    assert CharTextDataModule(None).paths == [str(BUNDLED_SHAKESPEARE)]  # the default stays
 
 
 def test_corpus_shorter_than_one_batch(tmp_path):
