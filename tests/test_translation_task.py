@@ -289,6 +289,17 @@ def test_plot_attention_writes_a_png(trained, monkeypatch, capsys, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["attention.png"]  # no temporary left
 
 
+@pytest.mark.parametrize("data", [b"", b"\n  \n\n"])
+def test_plot_attention_with_no_line_to_draw_is_an_error(
+    trained, monkeypatch, capsys, tmp_path, data
+):
+    out = tmp_path / "attention.png"
+    code, _, err = _translate_cli(monkeypatch, capsys, data, "--checkpoint",
+                                  str(trained.checkpoint), "--plot-attention", str(out))  # fmt: skip
+    assert code == 2 and f"--plot-attention: no non-empty input line, so {out} is not drawn" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 class ImageLogger(Logger):
     """A logger that records ``log_image`` calls, like W&B's."""
 

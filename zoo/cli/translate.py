@@ -223,3 +223,7 @@ def _translate(
         texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
         write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
         seen += len(lines)
+    if plot is not None:  # asked for, never drawn: say so rather than end as if it were
+        raise UserError(
+            f"{origin}: --plot-attention: no non-empty input line, so {plot} is not drawn"
+        )
