@@ -73,6 +73,20 @@ def test_weights_of_another_shape_are_refused(tmp_path, capsys) -> None:
     assert "shape mismatch" in line
 
 
+def test_a_checkpoint_of_another_shape_names_the_weight_that_differs(tmp_path, capsys) -> None:
+    tiny = str(ROOT / "recipes" / "char_lm" / "tiny.yaml")  # a 1 x 32 LSTM
+    assert main(["fit", "--config", tiny, "--trainer.max_steps", "1",
+                 "--trainer.default_root_dir", str(tmp_path / "first"),
+                 "--trainer.enable_checkpointing", "true",
+                 "--trainer.enable_progress_bar", "false"]) == 0  # fmt: skip
+    (checkpoint,) = (tmp_path / "first").rglob("last.ckpt")
+    wider = ["--model.init_args.core.init_args.hidden_size", "48"]
+    assert _fit(tmp_path, "--config", tiny, *wider, "--init_from", str(checkpoint)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"rnn-zoo: error: {checkpoint}: weights do not fit this model (model.")
+    assert "is (128, 16) in the checkpoint but (192, 16) in the model); pass the settings" in line
+
+
 @pytest.mark.parametrize("swaps", [{"Z": "é"}, {"Z": "é", "X": "x"}])
 def test_text_with_other_characters_is_refused(swaps, tmp_path, capsys) -> None:
     """Shakespeare with 'é' for 'Z' (as many characters as the weights', not the same ones), and

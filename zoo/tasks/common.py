@@ -14,7 +14,7 @@ import torch.distributed as dist
 from pytorch_lightning.loggers import WandbLogger
 
 from datamodules.images import load_image
-from zoo.checkpoint import local_checkpoint, read_checkpoint
+from zoo.checkpoint import local_checkpoint, read_checkpoint, weights_mismatch
 from zoo.classpath import resolve_class
 from zoo.errors import CheckpointError, DataError, UserError
 from zoo.files import one_line
@@ -230,6 +230,9 @@ class InitWeights:
         task.on_load_checkpoint(self.extras)  # the vocabulary they came with
         if datamodule is not None and hasattr(task, "check_data"):
             task.check_data(datamodule)
+        advice = "pass the settings they were trained with (a run folder's config.yaml has them)"
+        if self.whole_task and (why := weights_mismatch(task.state_dict(), self.state)):
+            raise CheckpointError(f"{self.path}: weights do not fit this model ({why}); {advice}")
         try:
             if self.whole_task:
                 task.load_state_dict(self.state)
@@ -238,7 +241,7 @@ class InitWeights:
         except (RuntimeError, ValueError) as err:
             message = one_line(err)
             raise CheckpointError(
-                f"{self.path}: weights do not fit this model ({message})"
+                f"{self.path}: weights do not fit this model ({message}); {advice}"
             ) from None
 
 
