@@ -320,6 +320,20 @@ def test_an_exported_file_carries_a_digest_of_its_tensors(tmp_path) -> None:
         load(out)
 
 
+def test_a_published_name_is_not_exported_again(tmp_path, capsys) -> None:
+    """Its file, matched to the manifest by name, would later be refused as a damaged copy."""
+    published = "char_lm-lstm-shakespeare-v1"
+    ckpt = _char_checkpoint(tmp_path / "r.ckpt")
+    line = _error_line(
+        capsys, "export", "--checkpoint", ckpt, "--name", published, "--out", tmp_path
+    )
+    assert line == (
+        f"rnn-zoo: error: --name {published}: already a published model's name, and published "
+        "weights never change; new weights get a new name (bump -v<N>)"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["r.ckpt"]
+
+
 # --- 4. settings checked where they enter -----------------------------------------------------
 
 

@@ -27,9 +27,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from zoo.files import check_folder
-    from zoo.hub import manifest_path
+    from zoo.hub import list_pretrained, manifest_path
     from zoo.predict import export_checkpoint
 
+    if args.name in list_pretrained():  # its file would pass for a damaged copy of the published
+        raise PretrainedError(
+            f"--name {args.name}: already a published model's name, and published weights never "
+            "change; new weights get a new name (bump -v<N>)"
+        )
     out_dir = check_folder(args.out or manifest_path().parent, "--out")
     out = out_dir / f"{args.name}.safetensors"
     if (out.exists() or out.is_symlink()) and not args.force:  # a published file never changes
