@@ -54,8 +54,9 @@ def test_compare_trains_each_core_and_writes_the_table(tmp_path, monkeypatch, ca
     "extra,message",
     [
         (["--cores", "LSTM", "Transformer"], "unknown core 'Transformer'; choose from GRU"),
-        (["--cores", "LSTM", "LSTM"], "a core named twice"),
+        (["--cores", "GRU", "LSTM", "GRU"], "--cores: GRU is named twice; name each core once"),
         (["--max-time", "5 minutes"], "--max-time '5 minutes': write DD:HH:MM:SS"),
+        (["--max-time", "00:00:00:00"], "--max-time '00:00:00:00': a budget of zero trains"),
         (["--seeds", "0"], "--seeds 0: give 1 to 100"),
         (["--metric", "nosuch"], "--metric 'nosuch': choose bpc, loss or ppl"),
         (["--config", "translation/tiny"], "compare swaps the core of a char-LM recipe"),

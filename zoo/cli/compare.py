@@ -58,9 +58,13 @@ def check_cores(names: list[str]) -> list[type]:
         and obj is not cores.RecurrentCore
     }
     unknown = [n for n in names if n not in known]
-    if unknown or len(set(names)) != len(names):
-        what = f"unknown core {unknown[0]!r}" if unknown else "a core named twice"
-        raise UserError(f"--cores: {what}; choose from {', '.join(sorted(known))}")
+    if unknown:
+        raise UserError(
+            f"--cores: unknown core {unknown[0]!r}; choose from {', '.join(sorted(known))}"
+        )
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise UserError(f"--cores: {twice} is named twice; name each core once")
     return [known[n] for n in names]
 
 
