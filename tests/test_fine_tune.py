@@ -87,6 +87,14 @@ def test_a_checkpoint_of_another_shape_names_the_weight_that_differs(tmp_path, c
     assert "is (128, 16) in the checkpoint but (192, 16) in the model); pass the settings" in line
 
 
+def test_init_from_and_ckpt_path_together_are_refused(tmp_path, capsys) -> None:
+    tiny = str(ROOT / "recipes" / "char_lm" / "tiny.yaml")
+    assert _fit(tmp_path, "--config", tiny, "--init_from", CHAR, "--ckpt_path", "x.ckpt") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("rnn-zoo: error: --init_from and --ckpt_path: give one;")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("swaps", [{"Z": "é"}, {"Z": "é", "X": "x"}])
 def test_text_with_other_characters_is_refused(swaps, tmp_path, capsys) -> None:
     """Shakespeare with 'é' for 'Z' (as many characters as the weights', not the same ones), and

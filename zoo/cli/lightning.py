@@ -87,6 +87,11 @@ def run(command: str, argv: list[str]) -> pl.Trainer:
 
             if command != "fit":
                 raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
+            if take_option(argv, "--ckpt_path")[1] is not None:
+                raise UserError(
+                    "--init_from and --ckpt_path: give one; --ckpt_path resumes a run where it "
+                    "stopped, --init_from starts a new fit from the weights alone"
+                )
             weights = InitWeights(init_from, getattr(task, "task_name", None))
         args = argv if weights is None else argv[1:]
         data_state = None if weights is None else weights.data_state  # new text, their vocabulary
