@@ -251,7 +251,10 @@ class CharTextDataModule(pl.LightningDataModule):
                 self._table,
             )  # fmt: skip
         except DataError as err:
-            raise DataError(f"{', '.join(self.paths)}: {name} {err}") from None
+            hint = ""
+            if name in ("val", "test"):  # a share of the text, sized by data.<name>_fraction
+                hint = f"; data.{name}_fraction is {getattr(self, name + '_fraction')}"
+            raise DataError(f"{', '.join(self.paths)}: {name} {err}{hint}") from None
 
     def train_dataloader(self) -> StreamLoader:
         return self._loader("train", self.batch_size, True, trained_batches(self.trainer))

