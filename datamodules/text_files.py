@@ -30,7 +30,7 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     raw = read_bytes(path)
     if not raw.strip():
-        raise DataError(f"{path}: file is empty; a character model needs text to learn from")
+        raise DataError(f"{path}: file is empty; a character model needs text to read")
     if b"\x00" in raw[:65536]:
         raise DataError(f"{path}: looks like a binary file (NUL bytes); pass UTF-8 text")
     try:

@@ -352,6 +352,22 @@ def test_a_validation_split_too_short_names_its_fraction(tmp_path) -> None:
         data.val_dataloader()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--config", "{folder}"], "{folder}: a folder, not a recipe file; "),
+        (["plot", "{file}"], "{file}: a file, not a run folder (nor its metrics.csv)"),
+        (["pretrained", "--manifest", "{folder}/nope.yaml", "list"],
+         "{folder}/nope.yaml: no such manifest file; name one with --manifest or RNN_ZOO_MANIFEST"),
+    ],
+)  # fmt: skip
+def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, capsys, argv, message) -> None:
+    (tmp_path / "notes.txt").write_text("not a run\n")
+    paths = {"folder": tmp_path, "file": tmp_path / "notes.txt"}
+    line = _error_line(capsys, *(a.format(**paths) for a in argv))
+    assert line.startswith("rnn-zoo: error: " + message.format(**paths))
+
+
 # --- 4. settings checked where they enter -----------------------------------------------------
 
 

@@ -60,7 +60,9 @@ def read_manifest(manifest: str | Path | None = None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PretrainedError(f"{path}: no manifest; set RNN_ZOO_MANIFEST to one") from None
+        raise PretrainedError(
+            f"{path}: no such manifest file; name one with --manifest or RNN_ZOO_MANIFEST"
+        ) from None
     except IsADirectoryError:
         raise PretrainedError(f"{path}: a folder, not a manifest file") from None
     except UnicodeDecodeError:

@@ -41,7 +41,12 @@ def find_metrics(folder: str | Path) -> Path:
     if folder.is_file() and folder.name == METRICS_FILE:
         return folder
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such run folder")
+        what = (
+            f"a file, not a run folder (nor its {METRICS_FILE})"
+            if folder.exists()
+            else "no such run folder"
+        )
+        raise UserError(f"{folder}: {what}")
     if (folder / METRICS_FILE).is_file():
         return folder / METRICS_FILE
     runs = sorted(p.parent for p in folder.glob(f"*/{METRICS_FILE}"))

@@ -132,7 +132,8 @@ def read_recipe(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such recipe file; 'rnn-zoo recipes' lists the bundled ones")
+        what = "a folder, not a recipe file" if path.is_dir() else "no such recipe file"
+        raise UserError(f"{path}: {what}; 'rnn-zoo recipes' lists the bundled ones")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
