@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -287,6 +288,16 @@ def test_plot_attention_writes_a_png(trained, monkeypatch, capsys, tmp_path):
     assert code == 0 and len(text.splitlines()) == 3
     assert out.read_bytes().startswith(b"\x89PNG")
     assert [p.name for p in tmp_path.iterdir()] == ["attention.png"]  # no temporary left
+
+
+def test_translate_warns_of_source_tokens_outside_the_vocabulary(trained, monkeypatch, capsys):
+    data = "s1 s2 s3\ns1 漢字 s2\n".encode()
+    code, out, err = _translate_cli(monkeypatch, capsys, data, "--checkpoint",
+                                    str(trained.checkpoint), "--quiet")  # fmt: skip
+    assert code == 0 and len(out.splitlines()) == 2
+    warnings = [line for line in err.splitlines() if "outside the model's vocabulary" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("rnn-zoo: warning: <stdin>: line 2: ")
+    assert re.search(r"line 2: [1-9]\d* of its [1-9]\d* source tokens", warnings[0])
 
 
 @pytest.mark.parametrize("data", [b"", b"\n  \n\n"])

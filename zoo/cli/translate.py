@@ -204,10 +204,19 @@ def _translate(
         print(f"rnn-zoo: warning: {origin}: line {seen + index + 1} is over the length limit; "
               f"translated in {pieces} pieces", file=sys.stderr)  # fmt: skip
 
+    def unknown(index: int, count: int, tokens: int) -> None:
+        print(f"rnn-zoo: warning: {origin}: line {seen + index + 1}: {count} of its {tokens} "
+              "source tokens are outside the model's vocabulary, read as <unk>",
+              file=sys.stderr)  # fmt: skip
+
     for lines in read_windows(source, args.window, origin):
         try:
             results = translator.search(
-                lines, batch_size=args.batch_size, on_split=warn, **settings.to_dict()
+                lines,
+                batch_size=args.batch_size,
+                on_split=warn,
+                on_unknown=unknown,
+                **settings.to_dict(),
             )
         except ValueError as err:
             raise UserError(f"{origin}: {err}") from None
