@@ -216,3 +216,29 @@ def test_a_fused_optimizer_with_clipping_in_mixed_precision_is_refused_before_tr
     assert "fused: true and trainer.gradient_clip_val is 1.5" in line
     assert "bf16-mixed precision" in line
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize("flag", ["--trainer.max_steps", "--trainer.max_epochs"])
+def test_a_fit_with_nothing_to_train_is_refused(tmp_path, capsys, monkeypatch, flag):
+    """Lightning would end it at once with exit status 0, which reads as a finished training."""
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, "fit", "--config", "char_lm/tiny", flag, "0")
+    assert (
+        line
+        == f"rnn-zoo: error: {flag[2:]} is 0: the fit would end before its first step; raise it"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_resuming_a_checkpoint_already_past_max_steps_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",
+           "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert main([*fit, "--trainer.max_steps", "4"]) == 0
+    (checkpoint,) = tmp_path.rglob("last.ckpt")
+    line = _error_line(capsys, *fit, "--trainer.max_steps", "3", "--ckpt_path", str(checkpoint))
+    assert line == (
+        f"rnn-zoo: error: {checkpoint}: is at step 4 and trainer.max_steps is 3: nothing is left "
+        "to train; raise --trainer.max_steps"
+    )
+    assert main([*fit, "--trainer.max_steps", "6", "--ckpt_path", str(checkpoint)]) == 0

@@ -67,6 +67,20 @@ def fused_with_clipping(config: Any, trainer: Any) -> str | None:
     )
 
 
+def nothing_to_train(trainer: Any, step: int = 0) -> str | None:
+    """Why a fit from ``step`` (a resumed checkpoint's) would end before taking one, if it would:
+    Lightning then ends it at once with exit status 0, which reads as a finished training."""
+    for name in ("max_steps", "max_epochs"):
+        if getattr(trainer, name, None) == 0:
+            return f"trainer.{name} is 0: the fit would end before its first step; raise it"
+    if step and 0 < trainer.max_steps <= step:
+        return (
+            f"is at step {step:,} and trainer.max_steps is {trainer.max_steps:,}: nothing is left "
+            "to train; raise --trainer.max_steps"
+        )
+    return None
+
+
 def check_duration(option: str, text: str | None) -> None:
     """A ``--max-time`` value: DD:HH:MM:SS and longer than zero, else a one-line error (Lightning
     would take ``00:00:00:00`` and end the fit before its first step, with exit status 0)."""

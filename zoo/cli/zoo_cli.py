@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
-from zoo.cli.common import emulated_bfloat16, fused_with_clipping, read_recipe
+from zoo.cli.common import emulated_bfloat16, fused_with_clipping, nothing_to_train, read_recipe
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -291,6 +291,10 @@ class ZooCLI(LightningCLI):
             local, checkpoint = self._checkpoint(path)  # one-line errors
             task = (getattr(self.model, "hparams", None) or {}).get("task")
             require_task(checkpoint, task, path)
+            if subcommand == "fit" and (
+                why := nothing_to_train(self.trainer, checkpoint.get("global_step", 0))
+            ):
+                raise UserError(f"{path}: {why}")
             strict = getattr(self.model, "strict_loading", True)
             if strict and (
                 why := weights_mismatch(self.model.state_dict(), checkpoint["state_dict"])
@@ -361,7 +365,8 @@ class ZooCLI(LightningCLI):
         trainer = super()._instantiate_trainer(config, callbacks)
         if warning := emulated_bfloat16(trainer.precision, trainer.accelerator):
             rank_zero_info(warning)
-        if self.subcommand == "fit" and (why := fused_with_clipping(config_now, trainer)):
+        fit = self.subcommand in ("fit", None)  # None: built to fit later (--init_from, compare)
+        if fit and (why := fused_with_clipping(config_now, trainer) or nothing_to_train(trainer)):
             raise UserError(why)
         return trainer
 
