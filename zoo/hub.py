@@ -61,7 +61,7 @@ def read_manifest(manifest: str | Path | None = None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PretrainedError(
-            f"{path}: no such manifest file; name one with --manifest or RNN_ZOO_MANIFEST"
+            f"{path}: no such manifest file; set RNN_ZOO_MANIFEST to one"
         ) from None
     except IsADirectoryError:
         raise PretrainedError(f"{path}: a folder, not a manifest file") from None

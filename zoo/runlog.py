@@ -42,7 +42,7 @@ def find_metrics(folder: str | Path) -> Path:
         return folder
     if not folder.is_dir():
         what = (
-            f"a file, not a run folder (nor its {METRICS_FILE})"
+            f"a file, not a run folder or a {METRICS_FILE}"
             if folder.exists()
             else "no such run folder"
         )

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.hub import list_pretrained, manifest_path
     from zoo.predict import export_checkpoint
 
-    if args.name in list_pretrained():  # its file would pass for a damaged copy of the published
+    published = list_pretrained() if manifest_path().is_file() else []  # a new zoo has none yet
+    if args.name in published:  # its file would pass for a damaged copy of the published one
         raise PretrainedError(
             f"--name {args.name}: already a published model's name, and published weights never "
             "change; new weights get a new name (bump -v<N>)"

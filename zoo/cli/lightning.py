@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import UserError
+from zoo.files import shipped
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
-from zoo.files import shipped
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 #: ``Trainer.fit`` arguments that are no subcommand options (LightningCLI fills them itself).
@@ -64,6 +64,12 @@ def main(argv: list[str]) -> int:
 
 def trained(argv: list[str]) -> pl.Trainer:
     """Runs ``argv`` as :func:`main` does (not its ``--help``); the Trainer that ran it."""
+    options = ("--init_from", "--ckpt_path")
+    if all(take_option(argv, option)[1] is not None for option in options):
+        raise UserError(
+            "--init_from and --ckpt_path: give one; --ckpt_path resumes a run where it stopped, "
+            "--init_from starts a new fit from the weights alone"
+        )
     # A checkpoint's recipe is written to a scratch folder for the parser, removed when done.
     with tempfile.TemporaryDirectory(prefix="rnn-zoo-recipe-") as scratch:
         return run(argv[0], with_saved_recipe(resolve_configs(argv), Path(scratch)))
@@ -87,11 +93,6 @@ def run(command: str, argv: list[str]) -> pl.Trainer:
 
             if command != "fit":
                 raise UserError("--init_from starts a new fit; for evaluation use --ckpt_path")
-            if take_option(argv, "--ckpt_path")[1] is not None:
-                raise UserError(
-                    "--init_from and --ckpt_path: give one; --ckpt_path resumes a run where it "
-                    "stopped, --init_from starts a new fit from the weights alone"
-                )
             weights = InitWeights(init_from, getattr(task, "task_name", None))
         args = argv if weights is None else argv[1:]
         data_state = None if weights is None else weights.data_state  # new text, their vocabulary

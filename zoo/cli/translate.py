@@ -204,10 +204,10 @@ def _translate(
         print(f"rnn-zoo: warning: {origin}: line {seen + index + 1} is over the length limit; "
               f"translated in {pieces} pieces", file=sys.stderr)  # fmt: skip
 
-    def unknown(index: int, count: int, tokens: int) -> None:
-        print(f"rnn-zoo: warning: {origin}: line {seen + index + 1}: {count} of its {tokens} "
-              "source tokens are outside the model's vocabulary, read as <unk>",
-              file=sys.stderr)  # fmt: skip
+    unknown: list[int] = []  # the lines with source tokens outside the vocabulary, 1-based
+
+    def on_unknown(index: int, count: int, tokens: int) -> None:
+        unknown.append(seen + index + 1)
 
     for lines in read_windows(source, args.window, origin):
         try:
@@ -215,7 +215,7 @@ def _translate(
                 lines,
                 batch_size=args.batch_size,
                 on_split=warn,
-                on_unknown=unknown,
+                on_unknown=on_unknown,
                 **settings.to_dict(),
             )
         except ValueError as err:
@@ -232,6 +232,11 @@ def _translate(
         texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
         write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
         seen += len(lines)
+    if unknown:  # one line at the end: a word-level shortlist gives <unk> in most real sentences
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        print(f"rnn-zoo: warning: {origin}: {len(unknown):,} of {seen:,} lines have source tokens "
+              f"outside the model's vocabulary, read as <unk> (lines {shown})",
+              file=sys.stderr)  # fmt: skip
     if plot is not None:  # asked for, never drawn: say so rather than end as if it were
         raise UserError(
             f"{origin}: --plot-attention: no non-empty input line, so {plot} is not drawn"

@@ -365,8 +365,9 @@ class ZooCLI(LightningCLI):
         trainer = super()._instantiate_trainer(config, callbacks)
         if warning := emulated_bfloat16(trainer.precision, trainer.accelerator):
             rank_zero_info(warning)
-        fit = self.subcommand in ("fit", None)  # None: built to fit later (--init_from, compare)
-        if fit and (why := fused_with_clipping(config_now, trainer) or nothing_to_train(trainer)):
+        if fitting_now(self.subcommand) and (
+            why := fused_with_clipping(config_now, trainer) or nothing_to_train(trainer)
+        ):
             raise UserError(why)
         return trainer
 
