@@ -242,3 +242,18 @@ def test_resuming_a_checkpoint_already_past_max_steps_is_refused(tmp_path, capsy
         "to train; raise --trainer.max_steps"
     )
     assert main([*fit, "--trainer.max_steps", "6", "--ckpt_path", str(checkpoint)]) == 0
+
+
+def test_resuming_a_checkpoint_that_spent_its_max_time_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",
+           "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "-1",
+           "--trainer.max_epochs", "-1"]  # fmt: skip
+    assert main([*fit, "--trainer.max_time", "00:00:00:01"]) == 0
+    (checkpoint,) = tmp_path.rglob("last.ckpt")
+    again = [*fit, "--trainer.max_time", "00:00:00:01", "--ckpt_path", str(checkpoint)]
+    line = _error_line(capsys, *again)
+    assert line.startswith(f"rnn-zoo: error: {checkpoint}: has trained ")  # 1 s, or a stall more
+    assert line.endswith("is 1 s: nothing is left to train; raise --trainer.max_time "
+                         "(DD:HH:MM:SS, the whole budget)")  # fmt: skip
+    assert main([*fit, "--trainer.max_time", "00:00:00:02", "--ckpt_path", str(checkpoint)]) == 0

@@ -67,16 +67,29 @@ def fused_with_clipping(config: Any, trainer: Any) -> str | None:
     )
 
 
-def nothing_to_train(trainer: Any, step: int = 0) -> str | None:
-    """Why a fit from ``step`` (a resumed checkpoint's) would end before taking one, if it would:
+def nothing_to_train(trainer: Any, checkpoint: dict | None = None) -> str | None:
+    """Why a fit (resumed from ``checkpoint``) would end before its first step, if it would:
     Lightning then ends it at once with exit status 0, which reads as a finished training."""
     for name in ("max_steps", "max_epochs"):
         if getattr(trainer, name, None) == 0:
             return f"trainer.{name} is 0: the fit would end before its first step; raise it"
+    if not checkpoint:
+        return None
+    step = checkpoint.get("global_step", 0)
     if step and 0 < trainer.max_steps <= step:
         return (
             f"is at step {step:,} and trainer.max_steps is {trainer.max_steps:,}: nothing is left "
             "to train; raise --trainer.max_steps"
+        )
+    from pytorch_lightning.callbacks import Timer
+
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    budget = getattr(timer, "_duration", None)  # max_time in seconds; Lightning's own field
+    spent = (checkpoint.get("callbacks") or {}).get("Timer", {}).get("time_elapsed", {})
+    if budget is not None and spent.get("train", 0) >= budget:
+        return (
+            f"has trained {spent['train']:,.0f} s and trainer.max_time is {budget:,.0f} s: "
+            "nothing is left to train; raise --trainer.max_time (DD:HH:MM:SS, the whole budget)"
         )
     return None
 

@@ -291,9 +291,7 @@ class ZooCLI(LightningCLI):
             local, checkpoint = self._checkpoint(path)  # one-line errors
             task = (getattr(self.model, "hparams", None) or {}).get("task")
             require_task(checkpoint, task, path)
-            if subcommand == "fit" and (
-                why := nothing_to_train(self.trainer, checkpoint.get("global_step", 0))
-            ):
+            if subcommand == "fit" and (why := nothing_to_train(self.trainer, checkpoint)):
                 raise UserError(f"{path}: {why}")
             strict = getattr(self.model, "strict_loading", True)
             if strict and (
