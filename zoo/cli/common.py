@@ -152,6 +152,17 @@ def load_model(args: argparse.Namespace, task: str) -> Any:
     return PREDICTORS[task].from_checkpoint(args.checkpoint, device)
 
 
+def config_paths(argv: list[str]) -> list[Path]:
+    """The ``--config`` files of a command line."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            paths.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            paths.append(Path(arg.split("=", 1)[1]))
+    return paths
+
+
 def read_recipe(path: str | Path) -> dict:
     """A recipe file's settings, as a mapping; a missing file, bad YAML or a top level that is not
     a mapping is a one-line :class:`UserError` that names the file."""

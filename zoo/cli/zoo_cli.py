@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import functools
 import importlib
-import inspect
 import os
-import re
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,21 +20,17 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from zoo.callbacks import FollowFreeCores, LastCheckpoint, PredictionWriter, RunRecipe
 from zoo.checkpoint import local_checkpoint, read_checkpoint, require_task, weights_mismatch
-from zoo.cli.common import emulated_bfloat16, fused_with_clipping, nothing_to_train, read_recipe
+from zoo.cli.common import (
+    config_paths,
+    emulated_bfloat16,
+    fused_with_clipping,
+    nothing_to_train,
+    read_recipe,
+)
+from zoo.cli.messages import misspelt_key, own_checks, user_error_in
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
-
-
-def config_paths(argv: list[str]) -> list[Path]:
-    """The ``--config`` files of a command line."""
-    paths = []
-    for i, arg in enumerate(argv):
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            paths.append(Path(argv[i + 1]))
-        elif arg.startswith("--config="):
-            paths.append(Path(arg.split("=", 1)[1]))
-    return paths
 
 
 def find_task_class(argv: list[str]) -> Any:
@@ -99,92 +90,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
             return self.read.pop(str(path))  # already checked and loaded; handed over once
         local = local_checkpoint(path)
         return read_checkpoint(local, map_location=map_location or "cpu")
-
-
-_NOT_ACCEPTED_NESTED = re.compile(
-    r"Option '([\w.]+)' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'"
-)
-_UNRECOGNIZED = re.compile(r"unrecognized arguments: --trainer\.(\w+)")
-_NOT_ACCEPTED = re.compile(
-    r"class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not (?:accepted|expected)"
-)
-
-
-def misspelt_key(message: str, args: list[str]) -> str | None:
-    """One line for a key that a recipe class does not take: the key, its closest valid
-    spelling and where it came from (the command line or a recipe file); None if the parser's
-    message is about something else."""
-    found = _NOT_ACCEPTED.findall(message) or [
-        (path, key) for key, path in _NOT_ACCEPTED_NESTED.findall(message)
-    ]
-    unknown = _UNRECOGNIZED.search(message)
-    if not found and unknown:  # a trainer flag: --trainer.max_stepz
-        found = [("pytorch_lightning.Trainer", unknown.group(1))]
-    if not found:
-        return None
-    class_path, key = found[-1]  # the innermost class: a core inside a model inside a task
-    try:
-        module, _, name = class_path.rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-    except (ImportError, AttributeError, ValueError, TypeError):
-        names = []
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(names)}"
-    typed = [
-        a.split("=", 1)[0]
-        for a in args
-        if a.startswith("--") and a.split("=", 1)[0].endswith(f".{key}")
-    ]
-    where = (
-        f"command line {typed[0]}" if typed else ", ".join(map(str, config_paths(args))) or "recipe"
-    )
-    return f"{where}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
-
-
-def _chain(err: BaseException | None, context: bool = True) -> Iterator[BaseException]:
-    """``err`` and what it was raised from (``__cause__``, else ``__context__`` if asked)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or (err.__context__ if context else None)
-
-
-def user_error_in(err: BaseException) -> UserError | None:
-    """The :class:`UserError` an exception was raised from, if any (its cause chain)."""
-    return next((e for e in _chain(err) if isinstance(e, UserError)), None)
-
-
-def own_check(err: BaseException) -> UserError | None:
-    """A ValueError that an rnn-zoo class raised checking its own arguments (``hidden_size must
-    be >= 1, got 0``), found in the chain jsonargparse wraps it in, as one line; None if the
-    chain holds none (then it is a bug, and its traceback is shown)."""
-    for cause in _chain(err, context=False):
-        tb = cause.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        frame = tb.tb_frame if tb is not None else None
-        raised_in = frame.f_globals.get("__name__", "") if frame is not None else ""
-        if type(cause) is ValueError and raised_in.partition(".")[0] in ("zoo", "datamodules"):
-            owner = frame.f_locals.get("self")
-            where = type(owner).__name__ if owner is not None else raised_in
-            return UserError(f"{where}: {cause}")
-    return None
-
-
-@contextlib.contextmanager
-def own_checks() -> Iterator[None]:
-    """While the recipe is parsed and its classes built (not while a fit runs, where a ValueError
-    is a bug): a ValueError an rnn-zoo class raised checking its arguments becomes its one line
-    (:func:`own_check`) in place of jsonargparse's wrapping."""
-    try:
-        yield
-    except (ValueError, TypeError) as err:
-        cause = user_error_in(err) or own_check(err)
-        if cause is None:
-            raise
-        raise cause from None
 
 
 def unlogged(callbacks: list | None) -> list:
