@@ -76,7 +76,7 @@ def nothing_to_train(trainer: Any, checkpoint: dict | None = None) -> str | None
     if not checkpoint:
         return None
     step = checkpoint.get("global_step", 0)
-    if step and 0 < trainer.max_steps <= step:
+    if 0 < trainer.max_steps <= step:
         return (
             f"is at step {step:,} and trainer.max_steps is {trainer.max_steps:,}: nothing is left "
             "to train; raise --trainer.max_steps"

@@ -206,7 +206,7 @@ def _translate(
 
     unknown: list[int] = []  # the lines with source tokens outside the vocabulary, 1-based
 
-    def on_unknown(index: int, count: int, tokens: int) -> None:
+    def on_unknown(index: int) -> None:
         unknown.append(seen + index + 1)
 
     for lines in read_windows(source, args.window, origin):

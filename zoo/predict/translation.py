@@ -146,15 +146,15 @@ def search_lines(
     progress: Callable[[int], Any] | None = None,
     split_too_long: bool = True,
     on_split: Callable[[int, int], Any] | None = None,
-    on_unknown: Callable[[int, int, int], Any] | None = None,
+    on_unknown: Callable[[int], Any] | None = None,
     **decoding: Any,
 ) -> list[list[tuple[list[int], float]]]:
     """Up to ``n_best`` ``(target ids, score)`` pairs per line, best first; ``[]`` for an empty
     line. ``progress(n)`` is called after each batch of ``n`` sentences. A line over the length
     limit is translated in sentence-sized pieces whose best translations are joined (one
     hypothesis, scored by the pieces' mean), unless ``split_too_long`` is False.
-    ``on_unknown(line index, unknown, tokens)`` is told of each line with source tokens outside
-    the model's vocabulary (read as ``<unk>``), before any is translated.
+    ``on_unknown(line index)`` is told of each line with source tokens outside the model's
+    vocabulary (read as ``<unk>``), before any is translated.
 
     Raises:
         ValueError: a line over the length limit that cannot be split (or ``split_too_long`` is
@@ -166,12 +166,8 @@ def search_lines(
     device = next(model.parameters()).device
     rows, owners = encode_or_split(codec, lines, split_too_long, on_split)
     if on_unknown is not None:
-        unknown, tokens = np.zeros(len(lines), np.int64), np.zeros(len(lines), np.int64)
-        for row, owner in zip(rows, owners):
-            unknown[owner] += int((row == UNK).sum())
-            tokens[owner] += len(row) - 1  # without the </s> every row ends with
-        for index in np.flatnonzero(unknown).tolist():
-            on_unknown(index, int(unknown[index]), int(tokens[index]))
+        for index in sorted({owner for row, owner in zip(rows, owners) if (row == UNK).any()}):
+            on_unknown(index)
     found: list[list[tuple[list[int], float]]] = [[] for _ in rows]
     todo = [r for r, owner in enumerate(owners) if lines[owner].strip()]
     for batch in length_batches(todo, [len(r) for r in rows], batch_size):
