@@ -244,6 +244,23 @@ def test_resuming_a_checkpoint_already_past_max_steps_is_refused(tmp_path, capsy
     assert main([*fit, "--trainer.max_steps", "6", "--ckpt_path", str(checkpoint)]) == 0
 
 
+def test_resuming_a_checkpoint_already_at_max_epochs_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",
+           "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "-1",
+           "--trainer.limit_train_batches", "3", "--trainer.val_check_interval", "3",
+           "--trainer.limit_val_batches", "1"]  # fmt: skip
+    assert main([*fit, "--trainer.max_epochs", "2"]) == 0
+    (checkpoint,) = tmp_path.rglob("last.ckpt")
+    line = _error_line(capsys, *fit, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint))
+    assert line == (
+        f"rnn-zoo: error: {checkpoint}: has trained 2 epochs and trainer.max_epochs is 2: nothing "
+        "is left to train; raise --trainer.max_epochs"
+    )
+    assert main([*fit, "--trainer.max_epochs", "3", "--ckpt_path", str(checkpoint)]) == 0
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 9
+
+
 def test_resuming_a_checkpoint_that_spent_its_max_time_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",

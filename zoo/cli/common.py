@@ -81,6 +81,17 @@ def nothing_to_train(trainer: Any, checkpoint: dict | None = None) -> str | None
             f"is at step {step:,} and trainer.max_steps is {trainer.max_steps:,}: nothing is left "
             "to train; raise --trainer.max_steps"
         )
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epoch = (loop.get("epoch_progress") or {}).get("current", {})
+    epochs = epoch.get("processed")
+    if epochs is not None and loop.get("epoch_loop.batch_progress", {}).get("is_last_batch"):
+        # saved after an epoch's last batch (last.ckpt is), before Lightning counted the epoch
+        epochs += epoch.get("started", 0) > epochs
+    if epochs is not None and 0 < (trainer.max_epochs or 0) <= epochs:
+        return (
+            f"has trained {epochs:,} epoch{'s' * (epochs != 1)} and trainer.max_epochs is "
+            f"{trainer.max_epochs:,}: nothing is left to train; raise --trainer.max_epochs"
+        )
     from pytorch_lightning.callbacks import Timer
 
     timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
