@@ -181,6 +181,16 @@ def test_a_fit_that_took_no_step_is_not_scored():
         demo.final_checkpoint(trainer, demo.Path("mine.yaml"))
 
 
+def test_a_recipe_with_checkpointing_off_is_refused_before_training(monkeypatch, tmp_path):
+    calls = mock_the_commands(monkeypatch)
+    tiny = demo.RECIPES / "char_lm" / "tiny.yaml"
+    assert "enable_checkpointing: false" in tiny.read_text()
+    with pytest.raises(UserError, match=r"tiny.yaml: trainer.enable_checkpointing is false: its "
+                       "fit would save no final weights to score; set it to true"):  # fmt: skip
+        demo.main(["--recipe", str(tiny)])
+    assert calls == []
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [("00:00:00:00", "a budget of zero trains nothing"), ("5 min", "write DD:HH:MM:SS")],

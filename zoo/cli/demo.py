@@ -53,6 +53,14 @@ def check_prime(prime: str, recipe: list[str]) -> None:
         raise UserError(f"--prime: {err}") from None
 
 
+def check_checkpointing(recipe: Path) -> None:
+    """Refuse, before training, a recipe whose fit would save no last.ckpt to score."""
+    trainer = read_recipe(lightning.recipe_path(str(recipe))).get("trainer")
+    if isinstance(trainer, dict) and trainer.get("enable_checkpointing") is False:
+        why = "trainer.enable_checkpointing is false: its fit would save no final weights to score"
+        raise UserError(f"{recipe}: {why}; set it to true")
+
+
 def final_checkpoint(trainer: pl.Trainer, recipe: Path) -> Path:
     """The ``last.ckpt`` that the demo's own fit wrote, where its recipe puts it. A fit that took
     no step is refused: an older file there would be scored and sampled as if it were this run's.
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
         raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
     check_duration("--max-time", args.max_time)
+    check_checkpointing(args.recipe)
     recipe = ["--config", str(args.recipe)]
     if args.prime != "\n":
         check_prime(args.prime, recipe)
