@@ -282,6 +282,18 @@ def _char_checkpoint(path: Path) -> Path:
     return path
 
 
+def test_a_checkpoint_cut_short_is_called_damaged(tmp_path, capsys) -> None:
+    path = _char_checkpoint(tmp_path / "run.ckpt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])  # a copy stopped early
+    with pytest.raises(CheckpointError, match="a damaged checkpoint, cut short"):
+        read_checkpoint(path)
+    line = _error_line(capsys, "sample", "--checkpoint", path, "--device", "cpu")
+    assert line == (
+        f"rnn-zoo: error: {path}: a damaged checkpoint, cut short (its zip archive has no end); "
+        "copy or download it again"
+    )
+
+
 def test_one_flipped_weight_byte_is_refused(tmp_path, capsys) -> None:
     path = _char_checkpoint(tmp_path / "run.ckpt")
     with zipfile.ZipFile(path) as archive:  # the biggest record: a weight matrix

@@ -91,6 +91,13 @@ def _read(path: Path, task: str | None, map_location: Any) -> dict:
                 f"{path}: published weights (safetensors), not a training checkpoint; "
                 "--pretrained and zoo.load read those"
             )
+        with path.open("rb") as file:
+            cut_short = file.read(4) == b"PK\x03\x04"  # a zip's first record, not its end
+        if cut_short:
+            raise CheckpointError(
+                f"{path}: a damaged checkpoint, cut short (its zip archive has no end); copy or "
+                "download it again"
+            )
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (not a torch.save zip archive)")
     check_integrity(path)
     try:
