@@ -152,6 +152,7 @@ def download_wmt14(
     host = (mirror or os.environ.get(MIRROR_ENV) or STATMT).rstrip("/")
     if (done := _finished(data_dir, corpora)) is not None:
         return done
+    created = [folder for folder in (archives, *archives.parents) if not folder.exists()]
     archives.mkdir(parents=True, exist_ok=True)
     fetch = _Fetcher(host, archives, keep_archives, progress)
     outputs = [f"{prefix}.{lang}" for prefix in ("train", VALID, TEST) for lang in LANGS]
@@ -168,9 +169,15 @@ def download_wmt14(
         temps[MANIFEST].write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         for name in [*outputs, MANIFEST]:  # the manifest last: it marks a finished run
             commit(temps[name], data_dir / name)
-    finally:
+    except BaseException:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
+        for folder in created:  # the folders this call made, where the failure left them empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return counts
 
 
