@@ -44,6 +44,30 @@ def test_a_misspelt_key_in_a_recipe_names_the_file(tmp_path, capsys) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--trainer.max_steps", "abc", "max_steps takes an integer, not 'abc'"),
+        ("--trainer.max_epochs", "abc", "max_epochs takes an integer or null, not 'abc'"),
+        ("--trainer.gradient_clip_val", "x", "gradient_clip_val takes a number or null, not 'x'"),
+        ("--model.init_args.core.init_args.hidden_size", "big",
+         "hidden_size takes an integer, not 'big'"),
+        ("--data.seq_len", "1.5", "seq_len takes an integer, not '1.5'"),
+    ],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_on_the_command_line(capsys, flag, value, says) -> None:
+    """Not jsonargparse's dump of every Union member it tried, blamed on the recipe file."""
+    line = _error(capsys, "fit", "--config", "char_lm/tiny", flag, value)
+    assert line == f"rnn-zoo: error: command line {flag}: {says}"
+
+
+def test_a_value_of_the_wrong_type_in_a_recipe_names_the_file(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("hidden_size: 32", "hidden_size: big"))
+    line = _error(capsys, "fit", "--config", bad)
+    assert line == f"rnn-zoo: error: {bad}: hidden_size takes an integer, not 'big'"
+
+
 def test_switching_the_core_keeps_only_what_it_accepts(tmp_path) -> None:
     args = ["--config", str(TINY), "--model.init_args.core", "zoo.cores.LayerNormLSTM",
             "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip

@@ -1,6 +1,7 @@
 """How a command line's mistakes become one line: a key a recipe class does not take (with its
-closest spelling and where it came from), and a ValueError an rnn-zoo class raised checking its
-own arguments, found inside the exceptions jsonargparse wraps it in."""
+closest spelling and where it came from), a value of the wrong type (with the types its key
+takes), and a ValueError an rnn-zoo class raised checking its own arguments, found inside the
+exceptions jsonargparse wraps it in."""
 
 from __future__ import annotations
 
@@ -44,15 +45,49 @@ def misspelt_key(message: str, args: list[str]) -> str | None:
         names = []
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(names)}"
-    typed = [
-        a.split("=", 1)[0]
-        for a in args
-        if a.startswith("--") and a.split("=", 1)[0].endswith(f".{key}")
-    ]
-    where = (
-        f"command line {typed[0]}" if typed else ", ".join(map(str, config_paths(args))) or "recipe"
+    return f"{_source(key, args)}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
+
+
+_EXPECTED = re.compile(
+    r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*?)(?:\. Got value: | - |$)"
+)
+_UNION = re.compile(
+    r"Parser key \"([\w.]+)\": Does not validate against any of the Union subtypes Subtypes: "
+    r"\[((?:<class '\w+'>(?:, )?)+)\].* Given value: (.*)$"
+)
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "NoneType": "null"}  # fmt: skip
+
+
+def wrong_value(message: str, args: list[str]) -> str | None:
+    """One line for a value of the wrong type (``--trainer.max_steps abc``): the key, the types it
+    takes, the value and where it came from, in place of jsonargparse's dump of every Union
+    member it tried; None if the parser's message is about something else."""
+    found = _EXPECTED.findall(message)  # the innermost class's key comes last
+    if found:
+        key, kind, value = found[-1]
+        kinds = [kind]
+    elif union := _UNION.search(message):
+        key, value = union[1], union[3]
+        kinds = re.findall(r"<class '(\w+)'>", union[2])
+    else:
+        return None
+    if "int" in kinds and "float" in kinds:
+        kinds.remove("int")  # a number, whole or not
+    takes = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in kinds)
+    return f"{_source(key, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
+
+
+def _source(key: str, args: list[str]) -> str:
+    """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size``) was given: the
+    command line's flag for it, else the recipe files."""
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    typed = [flag for flag in flags if flag == f"--{key}" or flag.endswith(f".{key}")]
+    return (
+        f"command line {typed[-1]}"
+        if typed
+        else ", ".join(map(str, config_paths(args))) or "recipe"
     )
-    return f"{where}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
 
 
 def _chain(err: BaseException | None, context: bool = True) -> Iterator[BaseException]:
