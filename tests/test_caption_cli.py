@@ -23,7 +23,7 @@ from zoo.tasks.captioning import CaptioningTask
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "captioning" / "tiny.yaml"
 PICTURES = ROOT / "tests" / "data" / "coco_tiny" / "images"
-NAME = "captioning-lstm-coco_tiny-v1"
+NAME = "captioning-showattendtell-coco_tiny-v1"
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from zoo.cores import GRU, LSTM, LayerNormLSTM
 from zoo.errors import CheckpointError, PretrainedError, UserError
 from zoo.files import sha256_of
 from zoo.models import CharRNN
+from zoo.predict import export
 from zoo.predict.char_lm import generate_text
 
 NAME = "char_lm-lstm-tiny-v1"
@@ -77,8 +78,10 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 def _export(tmp_path: Path, model: CharRNN | None = None, fp16: bool = False) -> Path:
     model = model or _tiny_model()
     tmp_path.mkdir(exist_ok=True)
-    out = tmp_path / "out" / f"{NAME}.safetensors"
-    predict.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, NAME, fp16=fp16)
+    name = NAME.replace("lstm", type(model.core).__name__.lower())  # named for its core
+    name = name.replace("layernormlstm", "layernorm_lstm")  # "_" may join its words
+    out = tmp_path / "out" / f"{name}.safetensors"
+    predict.export_checkpoint(_save_ckpt(tmp_path / "run.ckpt", model), out, name, fp16=fp16)
     return out
 
 
@@ -212,6 +215,13 @@ def _widen(checkpoint: dict) -> None:
     [
         ("char_lm-LSTM-tiny-v1", None, hub.PretrainedError, "is not <task>-<core>-<dataset>-v<N>"),
         ("poetry-lstm-tiny-v1", None, hub.PretrainedError, "unknown task 'poetry'"),
+        (
+            "char_lm-gru-tiny-v1",
+            None,
+            hub.PretrainedError,
+            "'char_lm-gru-tiny-v1': the checkpoint's model is lstm, not gru; name it "
+            "char_lm-lstm-tiny-v1",
+        ),
         (NAME, lambda c: c.pop("vocab"), CheckpointError, "has no vocab"),
         (NAME, lambda c: c["hyper_parameters"].pop("model"), CheckpointError, "does not match"),
         (NAME, _widen, CheckpointError, r"does not match the weights \(ValueError: shape mismatch"),
@@ -491,7 +501,7 @@ def test_export_never_replaces_a_file_unless_forced(tmp_path, capsys):
     would break every download of it. The second export is refused and the file kept."""
     args = ["--name", NAME, "--out", str(tmp_path)]
     first = _save_ckpt(tmp_path / "a.ckpt", _tiny_model())
-    second = _save_ckpt(tmp_path / "b.ckpt", _tiny_model(GRU))
+    second = _save_ckpt(tmp_path / "b.ckpt", _tiny_model(tie_weights=True))  # other weights
     assert export_main(["--checkpoint", str(first), *args]) == 0
     out = tmp_path / f"{NAME}.safetensors"
     digest = sha256_of(out)
@@ -572,6 +582,8 @@ def _check_entry(entry: dict, manifest: Path, root: Path, cache: Path) -> None:
     loaded = predict.load_file(path)
     assert loaded.task == entry["task"] and loaded.meta["name"] == entry["name"]
     assert sum(p.numel() for p in loaded.model.parameters()) == entry["num_params"]
+    core = entry["name"].split("-")[1].replace("_", "")
+    assert core == export.architecture(loaded.model)  # the name says which model it is
 
 
 def test_the_real_manifest_parses_with_unique_names():

@@ -349,7 +349,7 @@ def test_a_published_name_is_not_exported_again(tmp_path, capsys) -> None:
 def test_the_first_export_of_a_new_zoo_needs_no_manifest_yet(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RNN_ZOO_MANIFEST", str(tmp_path / "zoo" / "manifest.yaml"))  # not written
     ckpt = str(_char_checkpoint(tmp_path / "r.ckpt"))
-    name = "char_lm-lstm-shakespeare-v1"  # published in the bundled manifest, not in this zoo's
+    name = "char_lm-gru-shakespeare-v1"  # published in the bundled manifest, not in this zoo's
     assert main(["export", "--checkpoint", ckpt, "--name", name, "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"{name}.safetensors").is_file()
 

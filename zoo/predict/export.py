@@ -6,10 +6,20 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from zoo.checkpoint import read_checkpoint
 from zoo.errors import CheckpointError, PretrainedError
 from zoo.predict.base import Predictor
 from zoo.published import file_meta, task_of, write_file
+
+
+def architecture(model: nn.Module) -> str:
+    """The second part of a published name: a char-LM's core (``lstm``, ``mingru``), else the
+    model's class (``rnnsearch``, ``showattendtell``), in lowercase; a name may join its words
+    with ``_`` (``layernorm_lstm``)."""
+    core = getattr(model, "core", None)
+    return type(core if isinstance(core, nn.Module) else model).__name__.lower()
 
 
 def export_checkpoint(
@@ -33,7 +43,8 @@ def export_checkpoint(
         caller to fill.
 
     Raises:
-        PretrainedError: the name is malformed or its task unknown.
+        PretrainedError: the name is malformed, its task unknown, or its second part not the
+            checkpoint's core (char_lm) or model (:func:`architecture`).
         CheckpointError: the checkpoint is unsafe, of another task, or inconsistent.
     """
     task, out_path = task_of(name), Path(out_path)
@@ -47,6 +58,13 @@ def export_checkpoint(
             f"{ckpt_path}: has no {', '.join(missing)}; was it saved before training began?"
         )
     predictor = cls.from_checkpoint_dict(checkpoint, ckpt_path)  # the model, checked
+    kind, given = architecture(predictor.model), name.split("-")[1]
+    if given.replace("_", "") != kind:  # what users of the manifest and zoo.load go by
+        rest = name.split("-", 2)[2]
+        raise PretrainedError(
+            f"name {name!r}: the checkpoint's model is {kind}, not {given}; name it "
+            f"{task}-{kind}-{rest}"
+        )
     config = checkpoint["hyper_parameters"].get("model")
     extras = {key: checkpoint[key] for key in cls.extras if key in checkpoint}
     try:
