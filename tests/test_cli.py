@@ -169,13 +169,27 @@ def test_compare_wants_an_integer_seed(tmp_path, capsys, monkeypatch):
         ("--model.init_args.optimizer.init_args.lr", "-1", "optimizer: Invalid learning rate: -1"),
         ("--seed_everything", "-1", "seed_everything: -1 is not in bounds"),
         ("--model.init_args.core.init_args.hidden_size", "0", "LSTM: hidden_size must be >= 1"),
+        ("--model.init_args.core.init_args.num_layers", "0", "LSTM: num_layers must be >= 1"),
+        ("--model.init_args.core.init_args.dropout", "2",  # one layer: torch would not look
+         "LSTM: dropout is a probability, between 0 and 1; got 2.0"),
+        ("--model.init_args.dropout", "1.5",
+         "CharRNN: dropout is a probability, between 0 and 1; got 1.5"),
     ],
-)
+)  # fmt: skip
 def test_a_value_a_class_refuses_is_one_line(tmp_path, capsys, monkeypatch, flag, value, message):
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "--config", TINY, "--trainer.max_steps", "2", flag, value]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("rnn-zoo: error:") and message in errors[0]
+
+
+@pytest.mark.parametrize(
+    "recipe,model", [("translation/tiny", "RNNSearch"), ("captioning/tiny", "ShowAttendTell")]
+)
+def test_every_task_refuses_a_dropout_outside_0_to_1(capsys, recipe, model):
+    line = _error_line(capsys, "fit", "--config", recipe, "--trainer.max_steps", "1",
+                       "--model.init_args.model.init_args.dropout", "1.5")  # fmt: skip
+    assert line == f"rnn-zoo: error: {model}: dropout is a probability, between 0 and 1; got 1.5"
 
 
 def test_validate_without_a_checkpoint_says_it_scores_an_untrained_model(tmp_path, capsys,

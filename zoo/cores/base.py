@@ -94,9 +94,13 @@ class RecurrentCore(nn.Module):
             )
         if compile and backend != "explicit":
             raise ValueError("compile=True applies to the explicit backend; set backend: explicit")
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        for name, value in (
+            ("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)
+        ):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0 <= dropout <= 1:  # NaN fails too
+            raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
