@@ -61,6 +61,13 @@ def test_a_value_of_the_wrong_type_on_the_command_line(capsys, flag, value, says
     assert line == f"rnn-zoo: error: command line {flag}: {says}"
 
 
+def test_an_option_nothing_takes_is_blamed_on_the_command_line(capsys) -> None:
+    line = _error(capsys, "fit", "--config", "char_lm/tiny", "--bogus", "1")
+    assert line == (
+        "rnn-zoo: error: command line: unrecognized arguments: --bogus 1; --help lists the options"
+    )
+
+
 def test_a_value_of_the_wrong_type_in_a_recipe_names_the_file(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text().replace("hidden_size: 32", "hidden_size: big"))

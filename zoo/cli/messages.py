@@ -78,6 +78,13 @@ def wrong_value(message: str, args: list[str]) -> str | None:
     return f"{_source(key, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
 
 
+def unrecognized(message: str) -> str | None:
+    """An option no class takes (``--bogus 1``): it can only have come from the command line."""
+    if not message.startswith("unrecognized arguments: "):
+        return None
+    return f"command line: {message}; --help lists the options"
+
+
 def _source(key: str, args: list[str]) -> str:
     """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size``) was given: the
     command line's flag for it, else the recipe files."""

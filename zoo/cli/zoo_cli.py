@@ -27,7 +27,13 @@ from zoo.cli.common import (
     nothing_to_train,
     read_recipe,
 )
-from zoo.cli.messages import misspelt_key, own_checks, user_error_in, wrong_value
+from zoo.cli.messages import (
+    misspelt_key,
+    own_checks,
+    unrecognized,
+    user_error_in,
+    wrong_value,
+)
 from zoo.errors import CheckpointError, UserError
 from zoo.files import atomic_path, shipped
 from zoo.tasks.runs import Run, RunConfig, describe_run, monitors, recipe_name, run_loggers
@@ -135,7 +141,7 @@ class ZooCLI(LightningCLI):
         except ArgumentError as err:
             configs = ", ".join(str(p) for p in config_paths(args)) or "command line"
             message = " ".join(str(err).split())
-            why = misspelt_key(message, args) or wrong_value(message, args)
+            why = misspelt_key(message, args) or wrong_value(message, args) or unrecognized(message)
             raise UserError(why or f"{configs}: {message}") from None
         except (ValueError, TypeError) as err:  # jsonargparse wraps what __init__ s raise
             cause = user_error_in(err)
