@@ -71,6 +71,14 @@ def test_compare_refuses_bad_arguments_before_training(extra, message, capsys, t
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
 
 
+def test_a_first_run_that_fails_leaves_no_empty_folder(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", "--config", "char_lm/tiny", "--cores", "LSTM", "--out", "cmp"]
+    assert main([*argv, "--", "--bogus", "1"]) == 2
+    assert "unrecognized arguments: --bogus 1" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_markdown_averages_seeds_and_sorts_by_best() -> None:
     runs = [Trained("GRU", 0, 10, 5, 100.0, 2.2, 2.3, 9.0), Trained("GRU", 1, 10, 7, 300.0, 2.0,
             2.1, 11.0), Trained("LSTM", 0, 20, 4, 50.0, 1.9, 2.0, 10.0)]  # fmt: skip

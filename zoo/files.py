@@ -112,6 +112,24 @@ def one_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
+def new_folders(path: str | Path) -> Iterator[Path]:
+    """Make the folder ``path`` and its missing parents; if the block fails, remove those of them
+    it left empty, so that a failed download or run leaves no empty folder behind."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the failure left something worth keeping in it
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once the block succeeds it is synced to disk and
     renamed onto ``path``, on any error it is removed (the old ``path``, if any, stays).

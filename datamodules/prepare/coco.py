@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from zoo.errors import DataError, UserError
-from zoo.files import one_line, reuse_or_download, temp_beside, write_text
+from zoo.files import new_folders, one_line, reuse_or_download, temp_beside, write_text
 
 HOST = "http://images.cocodataset.org"
 MIRROR_ENV = "RNN_ZOO_COCO_MIRROR"  # a base URL replacing HOST (a proxy, a local copy)
@@ -105,19 +105,20 @@ def download_coco(
     if (done := _finished(out, year)) is not None:
         return done
     fetch = _Fetcher((mirror or os.environ.get(MIRROR_ENV) or HOST).rstrip("/"), out, progress)
-    for split in ("train", "val"):
-        folder = out / f"{split}{year}"
-        if not folder.is_dir():  # renamed into place only once complete
-            with fetch(archives[split], keep_archives) as (path, origin):
-                _extract(path, origin, f"{split}{year}/", out)
-    counts = {}
-    for split in ("train", "val"):
-        name = f"annotations/captions_{split}{year}.json"
-        if not (out / name).is_file():
-            with fetch(archives["annotations"], keep_archives) as (path, origin):
-                _extract(path, origin, "annotations/captions_", out)
-        counts.update(_write_captions(out, split, year))
-    write_text(out / MANIFEST, json.dumps({"year": year, **counts}, indent=1) + "\n")
+    with new_folders(fetch.downloads):  # removed again where a failure leaves them empty
+        for split in ("train", "val"):
+            folder = out / f"{split}{year}"
+            if not folder.is_dir():  # renamed into place only once complete
+                with fetch(archives[split], keep_archives) as (path, origin):
+                    _extract(path, origin, f"{split}{year}/", out)
+        counts = {}
+        for split in ("train", "val"):
+            name = f"annotations/captions_{split}{year}.json"
+            if not (out / name).is_file():
+                with fetch(archives["annotations"], keep_archives) as (path, origin):
+                    _extract(path, origin, "annotations/captions_", out)
+            counts.update(_write_captions(out, split, year))
+        write_text(out / MANIFEST, json.dumps({"year": year, **counts}, indent=1) + "\n")
     if not keep_archives:
         with contextlib.suppress(OSError):  # only when empty
             fetch.downloads.rmdir()

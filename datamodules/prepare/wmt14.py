@@ -51,7 +51,15 @@ from typing import IO, TypeVar
 
 from datamodules.text_files import read_lines
 from zoo.errors import DataError, UserError
-from zoo.files import commit, file_digest, offline, one_line, reuse_or_download, temp_beside
+from zoo.files import (
+    commit,
+    file_digest,
+    new_folders,
+    offline,
+    one_line,
+    reuse_or_download,
+    temp_beside,
+)
 
 STATMT = "https://www.statmt.org"
 MIRROR_ENV = "RNN_ZOO_WMT_MIRROR"  # a base URL that replaces STATMT (a proxy, a local copy)
@@ -152,32 +160,25 @@ def download_wmt14(
     host = (mirror or os.environ.get(MIRROR_ENV) or STATMT).rstrip("/")
     if (done := _finished(data_dir, corpora)) is not None:
         return done
-    created = [folder for folder in (archives, *archives.parents) if not folder.exists()]
-    archives.mkdir(parents=True, exist_ok=True)
-    fetch = _Fetcher(host, archives, keep_archives, progress)
-    outputs = [f"{prefix}.{lang}" for prefix in ("train", VALID, TEST) for lang in LANGS]
-    temps = {name: temp_beside(data_dir / name) for name in [*outputs, MANIFEST]}
-    try:
-        counts = _write_train(fetch, sources, corpora, temps["train.en"], temps["train.fr"])
-        for prefix in (VALID, TEST):
-            src, tgt = sacrebleu_test_set(*TEST_SETS[prefix], mirror=host)
-            fetch.log(f"{prefix}: {len(src):,} pairs")
-            counts[prefix] = len(src)
-            _write_lines(temps[f"{prefix}.en"], src)
-            _write_lines(temps[f"{prefix}.fr"], tgt)
-        record = {"corpora": list(corpora), "pairs": counts}
-        temps[MANIFEST].write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        for name in [*outputs, MANIFEST]:  # the manifest last: it marks a finished run
-            commit(temps[name], data_dir / name)
-    except BaseException:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-        for folder in created:  # the folders this call made, where the failure left them empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
+    with new_folders(archives):  # removed again where a failure leaves them empty
+        fetch = _Fetcher(host, archives, keep_archives, progress)
+        outputs = [f"{prefix}.{lang}" for prefix in ("train", VALID, TEST) for lang in LANGS]
+        temps = {name: temp_beside(data_dir / name) for name in [*outputs, MANIFEST]}
+        try:
+            counts = _write_train(fetch, sources, corpora, temps["train.en"], temps["train.fr"])
+            for prefix in (VALID, TEST):
+                src, tgt = sacrebleu_test_set(*TEST_SETS[prefix], mirror=host)
+                fetch.log(f"{prefix}: {len(src):,} pairs")
+                counts[prefix] = len(src)
+                _write_lines(temps[f"{prefix}.en"], src)
+                _write_lines(temps[f"{prefix}.fr"], tgt)
+            record = {"corpora": list(corpora), "pairs": counts}
+            temps[MANIFEST].write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            for name in [*outputs, MANIFEST]:  # the manifest last: it marks a finished run
+                commit(temps[name], data_dir / name)
+        finally:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
     return counts
 
 

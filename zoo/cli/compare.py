@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zoo.cli.common import check_duration
 from zoo.errors import UserError
-from zoo.files import write_text
+from zoo.files import new_folders, write_text
 
 DEFAULT_CORES = ["RNN", "GRU", "LSTM", "LayerNormLSTM", "MinGRU", "MinLSTM", "SLSTM"]
 
@@ -135,29 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     classes = check_cores(args.cores)
     out = args.out or Path("runs") / "compare" / recipe.stem
     check_folder(out, "--out")
-    out.mkdir(parents=True, exist_ok=True)
-    group = f"compare/{recipe.stem}/{time.strftime('%Y%m%d-%H%M%S')}"
-    runs, curves = [], {}
-    for seed in range(seed0, seed0 + args.seeds):
-        for cls in classes:
-            name = f"{cls.__name__}-s{seed}"
-            folder = out / name
-            argv_one = ["--config", str(recipe), *args.overrides,
-                        "--model.init_args.core", f"zoo.cores.{cls.__name__}",
-                        "--seed_everything", str(seed), "--group", group,
-                        "--trainer.default_root_dir", str(folder)]  # fmt: skip
-            if args.max_time:
-                argv_one += ["--trainer.max_time", args.max_time]
-            print(f"--- {name}: training ---", flush=True)
-            result, points = train_one(argv_one, args.metric, folder)
-            runs.append(result)
-            curves.setdefault(cls.__name__, points)  # the first seed's curve is drawn
-            print(f"--- {name}: best val/{args.metric} {result.best_val:.3f}, "
-                  f"test {result.test:.3f}, {result.chars_per_s:,.0f} chars/s ---", flush=True)  # fmt: skip
-    table = compare_markdown(runs, args.metric)
-    write_text(out / "compare.csv", compare_csv(runs))
-    write_text(out / "compare.md", table)
-    save_figure(compare_figure(curves, f"val/{args.metric}"), out / "compare.png")
+    with new_folders(out):  # removed again if the first run fails before writing in it
+        group = f"compare/{recipe.stem}/{time.strftime('%Y%m%d-%H%M%S')}"
+        runs, curves = [], {}
+        for seed in range(seed0, seed0 + args.seeds):
+            for cls in classes:
+                name = f"{cls.__name__}-s{seed}"
+                folder = out / name
+                argv_one = ["--config", str(recipe), *args.overrides,
+                            "--model.init_args.core", f"zoo.cores.{cls.__name__}",
+                            "--seed_everything", str(seed), "--group", group,
+                            "--trainer.default_root_dir", str(folder)]  # fmt: skip
+                if args.max_time:
+                    argv_one += ["--trainer.max_time", args.max_time]
+                print(f"--- {name}: training ---", flush=True)
+                result, points = train_one(argv_one, args.metric, folder)
+                runs.append(result)
+                curves.setdefault(cls.__name__, points)  # the first seed's curve is drawn
+                print(f"--- {name}: best val/{args.metric} {result.best_val:.3f}, "
+                      f"test {result.test:.3f}, {result.chars_per_s:,.0f} chars/s ---", flush=True)  # fmt: skip
+        table = compare_markdown(runs, args.metric)
+        write_text(out / "compare.csv", compare_csv(runs))
+        write_text(out / "compare.md", table)
+        save_figure(compare_figure(curves, f"val/{args.metric}"), out / "compare.png")
     print(table)
     print(f"{out}/compare.md, compare.csv, compare.png (W&B group {group})")
     return 0
