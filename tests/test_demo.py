@@ -181,6 +181,14 @@ def test_a_fit_that_took_no_step_is_not_scored():
         demo.final_checkpoint(trainer, demo.Path("mine.yaml"))
 
 
+def test_a_recipe_of_another_task_is_refused_before_training(monkeypatch):
+    calls = mock_the_commands(monkeypatch)
+    with pytest.raises(UserError, match=r"translation/demo-bible: the demo trains and samples a "
+                       r"char-LM recipe .*, not zoo.tasks.translation.TranslationTask"):  # fmt: skip
+        demo.main(["--recipe", "translation/demo-bible"])
+    assert calls == []
+
+
 def test_a_recipe_with_checkpointing_off_is_refused_before_training(monkeypatch, tmp_path):
     calls = mock_the_commands(monkeypatch)
     tiny = demo.RECIPES / "char_lm" / "tiny.yaml"

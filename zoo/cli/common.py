@@ -105,6 +105,18 @@ def nothing_to_train(trainer: Any, checkpoint: dict | None = None) -> str | None
     return None
 
 
+def check_char_lm(recipe: Path, config: dict, does: str) -> None:
+    """Refuse a recipe whose model is not the char-LM task, for a command that ``does`` to one
+    what only makes sense there (before any training)."""
+    model = config.get("model")
+    task = model.get("class_path", "") if isinstance(model, dict) else ""
+    if task.rpartition(".")[2] != "CharLanguageModel":
+        raise UserError(
+            f"{recipe}: {does} a char-LM recipe (model: zoo.tasks.char_lm.CharLanguageModel), "
+            f"not {task or 'one without a model class_path'}"
+        )
+
+
 def check_duration(option: str, text: str | None) -> None:
     """A ``--max-time`` value: DD:HH:MM:SS and longer than zero, else a one-line error (Lightning
     would take ``00:00:00:00`` and end the fit before its first step, with exit status 0)."""

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from zoo.cli.common import check_duration
+from zoo.cli.common import check_char_lm, check_duration
 from zoo.errors import UserError
 from zoo.files import new_folders, write_text
 
@@ -120,13 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = Path(recipe_path(args.config))
     config = read_recipe(recipe)
-    model = config.get("model")
-    task = model.get("class_path", "") if isinstance(model, dict) else ""
-    if task.rpartition(".")[2] != "CharLanguageModel":
-        raise UserError(
-            f"{recipe}: compare swaps the core of a char-LM recipe (model: "
-            f"zoo.tasks.char_lm.CharLanguageModel), not of {task or 'no model class_path'}"
-        )
+    check_char_lm(recipe, config, "compare swaps the core of")
     seed0 = config.get("seed_everything") or 0
     if isinstance(seed0, bool) or not isinstance(seed0, int):  # true: Lightning draws a seed
         raise UserError(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.cli import lightning, sample
-from zoo.cli.common import check_duration, native_bfloat16, read_recipe
+from zoo.cli.common import check_char_lm, check_duration, native_bfloat16, read_recipe
 from zoo.cli.lightning import RECIPES
 from zoo.errors import UserError
 
@@ -53,9 +53,12 @@ def check_prime(prime: str, recipe: list[str]) -> None:
         raise UserError(f"--prime: {err}") from None
 
 
-def check_checkpointing(recipe: Path) -> None:
-    """Refuse, before training, a recipe whose fit would save no last.ckpt to score."""
-    trainer = read_recipe(lightning.recipe_path(str(recipe))).get("trainer")
+def check_recipe(recipe: Path) -> None:
+    """Refuse, before training, a recipe of another task, or one whose fit would save no
+    last.ckpt to score."""
+    config = read_recipe(lightning.recipe_path(str(recipe)))
+    check_char_lm(recipe, config, "the demo trains and samples")
+    trainer = config.get("trainer")
     if isinstance(trainer, dict) and trainer.get("enable_checkpointing") is False:
         why = "trainer.enable_checkpointing is false: its fit would save no final weights to score"
         raise UserError(f"{recipe}: {why}; set it to true")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.length <= 1_000_000 or not args.prime:  # checked before 5 minutes of work
         raise UserError("--length must be between 0 and 1,000,000 and --prime not empty")
     check_duration("--max-time", args.max_time)
-    check_checkpointing(args.recipe)
+    check_recipe(args.recipe)
     recipe = ["--config", str(args.recipe)]
     if args.prime != "\n":
         check_prime(args.prime, recipe)
