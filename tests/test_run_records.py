@@ -6,6 +6,7 @@ grouped by recipe, with best-value summaries; a resumed fit continues the same r
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -145,6 +146,20 @@ def test_plot_draws_the_panels_of_a_run(resumed: Path, capsys) -> None:
     assert str(png) in capsys.readouterr().out
     out = resumed / "latest.png"  # a folder of runs: the latest logged run is drawn
     assert main(["plot", str(resumed), "--output", str(out)]) == 0 and out.stat().st_size > 10_000
+
+
+def test_the_run_record_line_offers_plot_only_where_there_are_curves(tmp_path, caplog) -> None:
+    argv = ["fit", "--config", "char_lm/tiny", "--trainer.max_steps", "2",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir"]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert main([*argv, str(tmp_path / "a"), "--trainer.logger", "false"]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "run record" in r.getMessage()]
+    assert line.endswith("(no curves: the fit ran with logger: false)")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main([*argv, str(tmp_path / "b"), "--trainer.logger", "true"]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "run record" in r.getMessage()]
+    assert line.endswith("' draws its curves)") and (tmp_path / "b").is_dir()
 
 
 def test_plot_errors_name_the_folder(tmp_path: Path, capsys) -> None:

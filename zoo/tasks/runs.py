@@ -254,7 +254,10 @@ class RunConfig(SaveConfigCallback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self.run is not None and trainer.is_global_zero and stage == "fit":
             folder = self.run.folder
-            rank_zero_info(f"run record: {folder} ('rnn-zoo plot {folder}' draws its curves)")
+            if trainer.loggers:
+                rank_zero_info(f"run record: {folder} ('rnn-zoo plot {folder}' draws its curves)")
+            else:  # plot would find no metrics.csv to draw
+                rank_zero_info(f"run record: {folder} (no curves: the fit ran with logger: false)")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """A run that failed before it logged or saved anything leaves no folder behind: a bad
