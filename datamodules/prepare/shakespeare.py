@@ -63,8 +63,12 @@ def read_plays(sdist: Path, plays: tuple[str, ...] = PLAYS) -> str:
     return "\n\n".join(texts)
 
 
-def write_gzip(text: str, out: Path) -> None:
-    """Write reproducibly (mtime 0) through a temporary file, then rename."""
+def write_text(text: str, out: Path) -> None:
+    """Write UTF-8, gzip-compressed where ``out`` ends in ``.gz`` (reproducibly: mtime 0), else
+    plain, through a temporary file, then rename."""
     with atomic_path(out) as tmp, open(tmp, "wb") as raw:
+        if Path(out).suffix != ".gz":
+            raw.write(text.encode("utf-8"))
+            return
         with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             gz.write(text.encode("utf-8"))

