@@ -174,6 +174,7 @@ def test_compare_wants_an_integer_seed(tmp_path, capsys, monkeypatch):
          "LSTM: dropout is a probability, between 0 and 1; got 2.0"),
         ("--model.init_args.dropout", "1.5",
          "CharRNN: dropout is a probability, between 0 and 1; got 1.5"),
+        ("--trainer.accelerator", "tpux", "trainer: You selected an invalid accelerator name"),
     ],
 )  # fmt: skip
 def test_a_value_a_class_refuses_is_one_line(tmp_path, capsys, monkeypatch, flag, value, message):

@@ -53,6 +53,14 @@ def test_a_misspelt_key_in_a_recipe_names_the_file(tmp_path, capsys) -> None:
         ("--model.init_args.core.init_args.hidden_size", "big",
          "hidden_size takes an integer, not 'big'"),
         ("--data.seq_len", "1.5", "seq_len takes an integer, not '1.5'"),
+        ("--model.optimizer.init_args.lr", "abc", "lr takes a number or a Tensor, not 'abc'"),
+        ("--model.init_args.core.init_args.backend", "foo",
+         "backend takes one of fused, explicit, not 'foo'"),
+        ("--trainer.precision", "7", "precision takes one of 64, 32, 16, transformer-engine, "
+         "transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, 64-true, "
+         "bf16 or null, not '7'"),
+        ("--model.core.class_path", "zoo.cores.Bogus",
+         "zoo.cores has no Bogus; choose from GRU, LSTM, LayerNormLSTM, MinGRU, MinLSTM, RNN, SLSTM"),
     ],
 )  # fmt: skip
 def test_a_value_of_the_wrong_type_on_the_command_line(capsys, flag, value, says) -> None:

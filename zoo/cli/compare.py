@@ -48,15 +48,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def check_cores(names: list[str]) -> list[type]:
     """The ``zoo.cores`` classes named, each once; one line listing the known ones otherwise."""
-    import zoo.cores as cores
+    from zoo.cores import CORES as known
 
-    known = {
-        name: obj
-        for name in dir(cores)
-        if isinstance(obj := getattr(cores, name), type)
-        and issubclass(obj, cores.RecurrentCore)
-        and obj is not cores.RecurrentCore
-    }
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UserError(

@@ -48,34 +48,51 @@ def misspelt_key(message: str, args: list[str]) -> str | None:
     return f"{_source(key, args)}: {class_path.rpartition('.')[2]} has no argument {key!r}{hint}"
 
 
+_KEY = re.compile(r'Parser key "([\w.]+)": ')
 _EXPECTED = re.compile(
-    r"Parser key \"([\w.]+)\": Expected a <class '(\w+)'>\. Got value: (.*?)(?:\. Got value: | - |$)"
+    r"Expected a (<class '[\w.]+'>|typing\.Literal\[.*?\])\. Got value: (.*?)(?:\. Got value: | - |$)"
 )
 _UNION = re.compile(
-    r"Parser key \"([\w.]+)\": Does not validate against any of the Union subtypes Subtypes: "
-    r"\[((?:<class '\w+'>(?:, )?)+)\].* Given value: (.*)$"
+    r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] Errors: .*? "
+    r"Given value: (?!NestedArg\(|Namespace\()(.*?)(?:\. Got value: |$)"
 )
+_NO_CLASS = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
                "NoneType": "null"}  # fmt: skip
 
 
 def wrong_value(message: str, args: list[str]) -> str | None:
-    """One line for a value of the wrong type (``--trainer.max_steps abc``): the key, the types it
-    takes, the value and where it came from, in place of jsonargparse's dump of every Union
-    member it tried; None if the parser's message is about something else."""
-    found = _EXPECTED.findall(message)  # the innermost class's key comes last
-    if found:
-        key, kind, value = found[-1]
-        kinds = [kind]
-    elif union := _UNION.search(message):
-        key, value = union[1], union[3]
-        kinds = re.findall(r"<class '(\w+)'>", union[2])
-    else:
-        return None
-    if "int" in kinds and "float" in kinds:
-        kinds.remove("int")  # a number, whole or not
-    takes = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in kinds)
-    return f"{_source(key, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
+    """One line for a value of the wrong type (``--trainer.max_steps abc``) or a class_path that
+    names no class: the key, what it takes, the value and where it came from, in place of
+    jsonargparse's dump of every Union member it tried; None if the message is about something
+    else. The innermost key it names is the one (a core's inside a model's inside a task's)."""
+    for found in reversed(list(_KEY.finditer(message))):
+        key, said = found[1], message[found.end() :].split(" Parser key ")[0]  # of this key alone
+        if expected := _EXPECTED.match(said):
+            takes, value = _kinds(expected[1]), expected[2]
+        elif union := _UNION.search(said):
+            takes, value = _kinds(union[1]), union[2]
+        elif missing := _NO_CLASS.search(said):
+            module, name = missing[1], missing[2]
+            names = sorted(importlib.import_module(module).CORES) if module == "zoo.cores" else []
+            choose = f"; choose from {', '.join(names)}" if names else ""
+            return f"{_source(key, args)}: {module} has no {name}{choose}"
+        else:
+            continue
+        return f"{_source(key, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
+    return None
+
+
+def _kinds(subtypes: str) -> str:
+    """jsonargparse's types (``<class 'int'>``, ``typing.Literal['a', 'b']``, a list), in words."""
+    classes = [c.rpartition(".")[2] for c in re.findall(r"<class '([\w.]+)'>", subtypes)]
+    literals = ", ".join(re.findall(r"typing\.Literal\[(.*?)\]", subtypes))
+    choices = list(dict.fromkeys(v.strip(" '\"") for v in literals.split(",") if v.strip()))
+    if "int" in classes and "float" in classes:
+        classes.remove("int")  # a number, whole or not
+    words = [f"one of {', '.join(choices)}"] if choices else []
+    words += [_TYPE_WORDS.get(kind, f"a {kind}") for kind in classes]
+    return " or ".join(words)
 
 
 def unrecognized(message: str) -> str | None:
@@ -86,10 +103,11 @@ def unrecognized(message: str) -> str | None:
 
 
 def _source(key: str, args: list[str]) -> str:
-    """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size``) was given: the
-    command line's flag for it, else the recipe files."""
+    """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size`` or ``core``) was
+    given: the command line's flag for it (or for a part of it: ``--model.core.class_path``),
+    else the recipe files."""
     flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
-    typed = [flag for flag in flags if flag == f"--{key}" or flag.endswith(f".{key}")]
+    typed = [flag for flag in flags if flag == f"--{key}" or f".{key}." in f"{flag}."]
     return (
         f"command line {typed[-1]}"
         if typed
@@ -113,18 +131,23 @@ def user_error_in(err: BaseException) -> UserError | None:
 
 def own_check(err: BaseException) -> UserError | None:
     """A ValueError that an rnn-zoo class raised checking its own arguments (``hidden_size must
-    be >= 1, got 0``), found in the chain jsonargparse wraps it in, as one line; None if the
-    chain holds none (then it is a bug, and its traceback is shown)."""
+    be >= 1, got 0``), or the Trainer checking its settings (an unknown accelerator), found in
+    the chain jsonargparse wraps it in, as one line; None if the chain holds none (then it is a
+    bug, and its traceback is shown)."""
     for cause in _chain(err, context=False):
         tb = cause.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         frame = tb.tb_frame if tb is not None else None
         raised_in = frame.f_globals.get("__name__", "") if frame is not None else ""
-        if type(cause) is ValueError and raised_in.partition(".")[0] in ("zoo", "datamodules"):
+        if type(cause) is not ValueError:
+            continue
+        if raised_in.partition(".")[0] in ("zoo", "datamodules"):
             owner = frame.f_locals.get("self")
             where = type(owner).__name__ if owner is not None else raised_in
             return UserError(f"{where}: {cause}")
+        if raised_in.startswith("pytorch_lightning.trainer.connectors."):  # the Trainer's checks
+            return UserError(f"trainer: {' '.join(str(cause).split())}")
     return None
 
 

@@ -45,7 +45,13 @@ from zoo.cores.minimal import MinGRU, MinLSTM
 from zoo.cores.rnn import RNN
 from zoo.cores.slstm import SLSTM
 
+#: The cores by class name, as a recipe's ``class_path: zoo.cores.<name>`` and ``compare`` name them.
+CORES: dict[str, type[RecurrentCore]] = {
+    cls.__name__: cls for cls in (RNN, LSTM, GRU, LayerNormLSTM, MinGRU, MinLSTM, SLSTM)
+}
+
 __all__ = [
+    "CORES",
     "GRU",
     "LSTM",
     "RNN",
