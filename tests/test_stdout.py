@@ -80,6 +80,20 @@ def test_sample_into_head_exits_like_cat(tmp_path) -> None:
     assert err == b""
 
 
+def test_diagnose_into_a_pipe_closed_at_once_exits_like_cat(tmp_path) -> None:
+    """Its table is written after the work, when ``| head`` may long be gone."""
+    cmd = [sys.executable, "-m", "zoo.cli", "diagnose", "gradient-flow", "--steps", "5",
+           "--hidden-size", "8", "--out", str(tmp_path)]  # fmt: skip
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, stdout=write, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(write)
+    assert done.returncode == 141, done.stderr.decode()
+    assert done.stderr == b""
+    assert (tmp_path / "gradient_flow.csv").is_file()  # the work itself was done
+
+
 def test_sample_into_dev_full_is_one_line_and_status_2() -> None:
     """A real full device: one line, status 2, and no second failure when Python flushes what is
     still buffered at exit ('Exception ignored', status 120)."""

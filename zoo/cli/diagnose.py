@@ -13,6 +13,7 @@ import argparse
 import copy
 from pathlib import Path
 
+from zoo.cli.common import write_stdout
 from zoo.errors import UserError
 
 # Every step of every core is kept for the backward pass, in float64: beyond these the measure
@@ -64,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_csv(results, args.out / "gradient_flow.csv")
     save_figure(gradient_flow_figure(results), args.out / "gradient_flow.png")
-    print(
-        "||dL_T/dh_t||, mean over the batch (fresh cores at initialisation; a trained one as loaded):"
-    )
-    print(table(results))
-    print(f"wrote {args.out / 'gradient_flow.png'} and {args.out / 'gradient_flow.csv'}")
+    heading = "||dL_T/dh_t||, mean over the batch (fresh cores at initialisation; a trained one as "
+    wrote = f"wrote {args.out / 'gradient_flow.png'} and {args.out / 'gradient_flow.csv'}"
+    write_stdout(f"{heading}loaded):\n{table(results)}\n{wrote}\n")
     return 0
