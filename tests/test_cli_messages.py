@@ -69,6 +69,15 @@ def test_a_value_of_the_wrong_type_on_the_command_line(capsys, flag, value, says
     assert line == f"rnn-zoo: error: command line {flag}: {says}"
 
 
+@pytest.mark.parametrize(
+    "command,hint",
+    [("smaple", "did you mean 'sample'?"), ("bogus", "rnn-zoo --help lists the commands")],
+)
+def test_an_unknown_command_is_one_line(capsys, command, hint) -> None:
+    assert main([command]) == 2
+    assert capsys.readouterr().err == f"rnn-zoo: error: unknown command {command!r}; {hint}\n"
+
+
 def test_an_option_nothing_takes_is_blamed_on_the_command_line(capsys) -> None:
     line = _error(capsys, "fit", "--config", "char_lm/tiny", "--bogus", "1")
     assert line == (

@@ -9,6 +9,7 @@ arguments are parsed, so ``--help`` and ``--version`` answer at once.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = argv[0]
     if command not in COMMANDS:
-        print(f"rnn-zoo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "rnn-zoo --help lists the commands"
+        print(f"rnn-zoo: error: unknown command {command!r}; {hint}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command])
     try:
