@@ -306,10 +306,23 @@ def test_plot_attention_with_no_line_to_draw_is_an_error(
     trained, monkeypatch, capsys, tmp_path, data
 ):
     out = tmp_path / "attention.png"
-    code, _, err = _translate_cli(monkeypatch, capsys, data, "--checkpoint",
-                                  str(trained.checkpoint), "--plot-attention", str(out))  # fmt: skip
+    code, printed, err = _translate_cli(monkeypatch, capsys, data, "--checkpoint",
+                                        str(trained.checkpoint), "--plot-attention", str(out),
+                                        "--window", "1")  # fmt: skip
     assert code == 2 and f"--plot-attention: no non-empty input line, so {out} is not drawn" in err
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and printed == ""  # no translation printed either
+
+
+def test_blank_lines_before_the_plotted_one_keep_their_place(trained, monkeypatch, capsys,
+                                                             tmp_path):  # fmt: skip
+    sentence = read_lines(trained.corpus / "test.en")[0]
+    out = tmp_path / "attention.png"
+    code, printed, _ = _translate_cli(monkeypatch, capsys, f"\n \n{sentence}\n".encode(),
+                                      "--checkpoint", str(trained.checkpoint), "--window", "1",
+                                      "--plot-attention", str(out))  # fmt: skip
+    assert code == 0 and out.is_file()
+    lines = printed.split("\n")
+    assert lines[:2] == ["", ""] and lines[2].strip() and lines[3:] == [""]
 
 
 class ImageLogger(Logger):

@@ -205,6 +205,7 @@ def _translate(
               f"translated in {pieces} pieces", file=sys.stderr)  # fmt: skip
 
     unknown: list[int] = []  # the lines with source tokens outside the vocabulary, 1-based
+    held: list[str] = []  # translations of blank lines read before the figure could be drawn
 
     def on_unknown(index: int) -> None:
         unknown.append(seen + index + 1)
@@ -230,7 +231,12 @@ def _translate(
             plot = None
         detokenize = translator.codec.detokenize
         texts = [[(detokenize(ids), score) for ids, score in hyps] for hyps in results]
-        write("".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best)))
+        held.append(
+            "".join(f"{line}\n" for hyps in texts for line in _format(hyps, settings.n_best))
+        )
+        if plot is None:  # held back until the figure is drawn: no output if it never is
+            write("".join(held))
+            held.clear()
         seen += len(lines)
     if unknown:  # one line at the end: a word-level shortlist gives <unk> in most real sentences
         shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
