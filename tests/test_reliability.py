@@ -430,10 +430,6 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, capsys, argv
             ["prepare", "translation", "--config", "translation/demo-bible", "--workers", "0"],
             "--workers must be at least 1, got 0",
         ),
-        (
-            ["prepare", "translation", "--config", "translation/demo-bible", "--data-dir", "nil"],
-            "--data-dir nil: no such folder; give the corpus folder",
-        ),
         (["fit", "--config", TINY, "--trainer.max_steps", "-5"], "trainer: `max_steps` must be"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
         (

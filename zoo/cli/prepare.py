@@ -89,8 +89,6 @@ def check(args: argparse.Namespace) -> None:
             raise UserError(f"--workers must be at least 1, got {args.workers}")
         if args.cache_dir:
             check_folder(args.cache_dir, "--cache-dir")
-        if args.data_dir and not Path(args.data_dir).is_dir():
-            raise UserError(f"--data-dir {args.data_dir}: no such folder; give the corpus folder")
     elif args.corpus == "shakespeare":
         if args.out is not None:
             check_folder(Path(args.out).parent, "--out")
