@@ -53,6 +53,7 @@ def test_a_misspelt_key_in_a_recipe_names_the_file(tmp_path, capsys) -> None:
         ("--model.init_args.core.init_args.hidden_size", "big",
          "hidden_size takes an integer, not 'big'"),
         ("--data.seq_len", "1.5", "seq_len takes an integer, not '1.5'"),
+        ("--data.eval_batch_size", "abc", "eval_batch_size takes an integer or null, not 'abc'"),
         ("--model.optimizer.init_args.lr", "abc", "lr takes a number or a Tensor, not 'abc'"),
         ("--model.init_args.core.init_args.backend", "foo",
          "backend takes one of fused, explicit, not 'foo'"),
@@ -90,6 +91,18 @@ def test_a_value_of_the_wrong_type_in_a_recipe_names_the_file(tmp_path, capsys) 
     bad.write_text(TINY.read_text().replace("hidden_size: 32", "hidden_size: big"))
     line = _error(capsys, "fit", "--config", bad)
     assert line == f"rnn-zoo: error: {bad}: hidden_size takes an integer, not 'big'"
+    # the model's own dropout on the command line is not the core's, in the file
+    bad.write_text(
+        TINY.read_text().replace("hidden_size: 32", "hidden_size: 32\n        dropout: x")
+    )
+    line = _error(capsys, "fit", "--config", bad, "--model.init_args.dropout", "0.1")
+    assert line == f"rnn-zoo: error: {bad}: dropout takes a number, not 'x'"
+
+
+def test_a_type_it_cannot_name_keeps_the_parsers_words(capsys) -> None:
+    """data.paths takes a list of strings, which the one-line form cannot say: not 'takes null'."""
+    line = _error(capsys, "fit", "--config", "char_lm/tiny", "--data.paths", "foo.txt")
+    assert "takes" not in line and 'Parser key "paths"' in line
 
 
 def test_switching_the_core_keeps_only_what_it_accepts(tmp_path) -> None:

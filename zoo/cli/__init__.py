@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[command])
     try:
         return module.main(argv if module.__name__ == "zoo.cli.lightning" else argv[1:])
-    except (ReaderClosed, BrokenPipeError):  # rnn-zoo sample | head: quiet, as cat ends there
+    except ReaderClosed:  # rnn-zoo sample | head: quiet, as cat ends there (write_stdout)
         try:  # nothing more reaches the closed pipe, not even the interpreter's flush at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):  # a stand-in stdout without a file (tests)

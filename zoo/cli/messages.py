@@ -54,7 +54,7 @@ _EXPECTED = re.compile(
 )
 _UNION = re.compile(
     r"Does not validate against any of the Union subtypes Subtypes: \[(.*?)\] Errors: .*? "
-    r"Given value: (?!NestedArg\(|Namespace\()(.*?)(?:\. Got value: |$)"
+    r"Given value: (?!NestedArg\(|Namespace\()(.*?)(?:\. Got value: | - |$)"
 )
 _NO_CLASS = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -65,9 +65,13 @@ def wrong_value(message: str, args: list[str]) -> str | None:
     """One line for a value of the wrong type (``--trainer.max_steps abc``) or a class_path that
     names no class: the key, what it takes, the value and where it came from, in place of
     jsonargparse's dump of every Union member it tried; None if the message is about something
-    else. The innermost key it names is the one (a core's inside a model's inside a task's)."""
-    for found in reversed(list(_KEY.finditer(message))):
+    else. The innermost key it names is the one (a core's inside a model's inside a task's), at
+    the path of the keys around it (``model.core.hidden_size``)."""
+    keys = list(_KEY.finditer(message))
+    for depth in range(len(keys) - 1, -1, -1):
+        found = keys[depth]
         key, said = found[1], message[found.end() :].split(" Parser key ")[0]  # of this key alone
+        path = ".".join(k[1] for k in keys[: depth + 1])
         if expected := _EXPECTED.match(said):
             takes, value = _kinds(expected[1]), expected[2]
         elif union := _UNION.search(said):
@@ -76,15 +80,21 @@ def wrong_value(message: str, args: list[str]) -> str | None:
             module, name = missing[1], missing[2]
             names = sorted(importlib.import_module(module).CORES) if module == "zoo.cores" else []
             choose = f"; choose from {', '.join(names)}" if names else ""
-            return f"{_source(key, args)}: {module} has no {name}{choose}"
+            return f"{_source_of(path, args)}: {module} has no {name}{choose}"
         else:
             continue
-        return f"{_source(key, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
+        if takes is None:  # a type it cannot name (a list, a mapping): jsonargparse's own words
+            return None
+        return f"{_source_of(path, args)}: {key.rsplit('.', 1)[-1]} takes {takes}, not {value!r}"
     return None
 
 
-def _kinds(subtypes: str) -> str:
-    """jsonargparse's types (``<class 'int'>``, ``typing.Literal['a', 'b']``, a list), in words."""
+def _kinds(subtypes: str) -> str | None:
+    """jsonargparse's types (``<class 'int'>``, ``typing.Literal['a', 'b']``, a list of them), in
+    words; None if the list holds another kind of type (``list[str]``)."""
+    rest = re.sub(r"<class '[\w.]+'>|typing\.Literal\[.*?\]", "", subtypes)
+    if rest.replace(",", "").strip():
+        return None
     classes = [c.rpartition(".")[2] for c in re.findall(r"<class '([\w.]+)'>", subtypes)]
     literals = ", ".join(re.findall(r"typing\.Literal\[(.*?)\]", subtypes))
     choices = list(dict.fromkeys(v.strip(" '\"") for v in literals.split(",") if v.strip()))
@@ -100,6 +110,20 @@ def unrecognized(message: str) -> str | None:
     if not message.startswith("unrecognized arguments: "):
         return None
     return f"command line: {message}; --help lists the options"
+
+
+def _source_of(path: str, args: list[str]) -> str:
+    """Where the key at ``path`` (``model.core.hidden_size``) was given: the command line's flag
+    for it or for a part of it (``--model.init_args.core.init_args.hidden_size``,
+    ``--model.core.class_path`` for ``model.core``), else the recipe files."""
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    parts = [".".join(p for p in flag[2:].split(".") if p != "init_args") for flag in flags]
+    typed = [f for f, p in zip(flags, parts) if p == path or p.startswith(f"{path}.")]
+    return f"command line {typed[-1]}" if typed else _recipes(args)
+
+
+def _recipes(args: list[str]) -> str:
+    return ", ".join(map(str, config_paths(args))) or "recipe"
 
 
 def _source(key: str, args: list[str]) -> str:
