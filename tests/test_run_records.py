@@ -160,6 +160,12 @@ def test_the_run_record_line_offers_plot_only_where_there_are_curves(tmp_path, c
         assert main([*argv, str(tmp_path / "b"), "--trainer.logger", "true"]) == 0
     (line,) = [r.getMessage() for r in caplog.records if "run record" in r.getMessage()]
     assert line.endswith("' draws its curves)") and (tmp_path / "b").is_dir()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # a recipe's own logger writes elsewhere
+        assert main([*argv, str(tmp_path / "c"), "--trainer.logger", "CSVLogger",
+                     "--trainer.logger.save_dir", str(tmp_path / "own")]) == 0  # fmt: skip
+    (line,) = [r.getMessage() for r in caplog.records if "run record" in r.getMessage()]
+    assert line.endswith("(curves: where the recipe's logger puts them)")
 
 
 def test_plot_errors_name_the_folder(tmp_path: Path, capsys) -> None:

@@ -254,8 +254,12 @@ class RunConfig(SaveConfigCallback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self.run is not None and trainer.is_global_zero and stage == "fit":
             folder = self.run.folder
-            if trainer.loggers:
+            if any(isinstance(lg, RunCSVLogger) for lg in trainer.loggers):  # its metrics.csv
                 rank_zero_info(f"run record: {folder} ('rnn-zoo plot {folder}' draws its curves)")
+            elif trainer.loggers:  # a recipe's own logger keeps its curves where it says
+                rank_zero_info(
+                    f"run record: {folder} (curves: where the recipe's logger puts them)"
+                )
             else:  # plot would find no metrics.csv to draw
                 rank_zero_info(f"run record: {folder} (no curves: the fit ran with logger: false)")
 
