@@ -430,6 +430,19 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, capsys, argv
             ["prepare", "translation", "--config", "translation/demo-bible", "--workers", "0"],
             "--workers must be at least 1, got 0",
         ),
+        (
+            [
+                "prepare",
+                "translation",
+                "--config",
+                "translation/demo-bible",
+                "--data-dir",
+                "nil",
+                "--cache-dir",
+                "cache",
+            ],
+            "--data-dir nil: no such folder; give the corpus folder",
+        ),
         (["fit", "--config", TINY, "--trainer.max_steps", "-5"], "trainer: `max_steps` must be"),
         (["sample", "--pretrained", CHAR_MODEL, "--top-k", "0"], "--top-k"),
         (
@@ -474,6 +487,18 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, capsys, argv
 )
 def test_settings_out_of_range_are_one_line_naming_the_flag(argv, expected, capsys) -> None:
     assert expected in _error_line(capsys, *argv)
+
+
+def test_a_new_data_dir_is_taken_where_the_recipe_downloads_into_it(tmp_path, capsys,
+                                                                     monkeypatch) -> None:  # fmt: skip
+    """WMT'14's recipes download into data_dir: a folder not there yet is what they fill."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNN_ZOO_WMT_MIRROR", "http://127.0.0.1:1")  # refused at once: no network
+    line = _error_line(capsys, "prepare", "translation", "--config",
+                       "translation/rnnsearch50-wmt14-enfr", "--data-dir", "new", "--cache-dir",
+                       "cache", "--quiet")  # fmt: skip
+    assert "http://127.0.0.1:1/" in line and "download failed" in line  # it got to the download
+    assert not list(tmp_path.iterdir())  # and left no folder behind
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")

@@ -163,6 +163,8 @@ def translation_module(args: argparse.Namespace) -> tuple[Any, str]:
     init = dict(data.get("init_args") or {})
     if args.data_dir:
         init["data_dir"] = args.data_dir
+        if not init.get("download") and not Path(args.data_dir).is_dir():  # a download makes it
+            raise UserError(f"--data-dir {args.data_dir}: no such folder; give the corpus folder")
     if args.cache_dir:
         init["cache_dir"] = args.cache_dir
     if not init.get("cache_dir"):
