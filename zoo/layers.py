@@ -26,7 +26,14 @@ import torchvision
 from torch import Tensor, nn
 
 from zoo.classpath import resolve_class
-from zoo.cores import RecurrentCore, State, carries_cell, state_from_parts, state_parts
+from zoo.cores import (
+    RecurrentCore,
+    State,
+    carries_cell,
+    check_dropout,
+    state_from_parts,
+    state_parts,
+)
 
 # Dropout draws 16-bit uniforms, four from each 64-bit random number.
 _LEVELS = 1 << 16
@@ -57,13 +64,16 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` (Srivastava et al. 2014) whose CPU masks come from :func:`keep_scale`, about 4x
     faster to draw; elsewhere, and in place, it is ``nn.Dropout`` itself."""
 
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(check_dropout(p), inplace)  # a one-line error for the model given p
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not self.p or self.inplace or x.device.type != "cpu":
             return super().forward(x)
         return x * keep_scale(x.shape, self.p, x.dtype)
 
 
-class SequenceDropout(nn.Dropout):
+class SequenceDropout(Dropout):
     """Dropout on ``(B, T, F)`` features with one mask per sequence and feature, the same at every
     time step (Gal & Ghahramani 2016; AWD-LSTM's locked dropout)."""
 

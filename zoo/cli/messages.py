@@ -159,19 +159,31 @@ def own_check(err: BaseException) -> UserError | None:
     the chain jsonargparse wraps it in, as one line; None if the chain holds none (then it is a
     bug, and its traceback is shown)."""
     for cause in _chain(err, context=False):
-        tb = cause.__traceback__
-        while tb is not None and tb.tb_next is not None:
+        frames, tb = [], cause.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
             tb = tb.tb_next
-        frame = tb.tb_frame if tb is not None else None
-        raised_in = frame.f_globals.get("__name__", "") if frame is not None else ""
+        raised_in = frames[-1].f_globals.get("__name__", "") if frames else ""
         if type(cause) is not ValueError:
             continue
         if raised_in.partition(".")[0] in ("zoo", "datamodules"):
-            owner = frame.f_locals.get("self")
-            where = type(owner).__name__ if owner is not None else raised_in
-            return UserError(f"{where}: {cause}")
+            return UserError(f"{_checked_by(frames) or raised_in}: {cause}")
         if raised_in.startswith("pytorch_lightning.trainer.connectors."):  # the Trainer's checks
             return UserError(f"trainer: {' '.join(str(cause).split())}")
+    return None
+
+
+def _checked_by(frames: list) -> str | None:
+    """The class whose arguments were refused: the innermost ``self`` of rnn-zoo's frames from the
+    raise outward, passing over helper functions (``check_dropout``) and the building blocks of
+    zoo.layers (a Dropout's p is the model's dropout)."""
+    for frame in reversed(frames):
+        module = frame.f_globals.get("__name__", "")
+        if module.partition(".")[0] not in ("zoo", "datamodules"):
+            return None  # out of rnn-zoo's code: into the parser that called it
+        owner = frame.f_locals.get("self")
+        if owner is not None and module != "zoo.layers":
+            return type(owner).__name__
     return None
 
 

@@ -48,6 +48,13 @@ def select_state(state: State, index: Tensor) -> State:
     return state.index_select(1, index)
 
 
+def check_dropout(dropout: float) -> float:
+    """``dropout`` itself if it is a probability, else a ValueError saying so (NaN fails too)."""
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
+    return dropout
+
+
 class RecurrentCore(nn.Module):
     """Base class: a stack of recurrent layers, batch-first, optionally bidirectional.
 
@@ -99,12 +106,10 @@ class RecurrentCore(nn.Module):
         ):  # fmt: skip
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0 <= dropout <= 1:  # NaN fails too
-            raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.dropout = dropout
+        self.dropout = check_dropout(dropout)
         self.bidirectional = bidirectional
         self.backend = backend
         self._compile = compile
