@@ -245,35 +245,31 @@ def test_a_fit_with_nothing_to_train_is_refused(tmp_path, capsys, monkeypatch, f
     assert not list(tmp_path.iterdir())
 
 
-def test_resuming_a_checkpoint_already_past_max_steps_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",
-           "--trainer.enable_progress_bar", "false"]  # fmt: skip
-    assert main([*fit, "--trainer.max_steps", "4"]) == 0
-    (checkpoint,) = tmp_path.rglob("last.ckpt")
-    line = _error_line(capsys, *fit, "--trainer.max_steps", "3", "--ckpt_path", str(checkpoint))
-    assert line == (
-        f"rnn-zoo: error: {checkpoint}: is at step 4 and trainer.max_steps is 3: nothing is left "
-        "to train; raise --trainer.max_steps"
-    )
-    assert main([*fit, "--trainer.max_steps", "6", "--ckpt_path", str(checkpoint)]) == 0
+EPOCHS_OF_3 = ["--trainer.max_steps", "-1", "--trainer.limit_train_batches", "3",
+               "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1"]  # fmt: skip
 
 
-def test_resuming_a_checkpoint_already_at_max_epochs_is_refused(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "budget,extra,trained,refused,raised,steps,says",
+    [
+        ("max_steps", [], "4", "3", "6", 6, "is at step 4 and trainer.max_steps is 3"),
+        ("max_epochs", EPOCHS_OF_3, "2", "2", "3", 9,
+         "has trained 2 epochs and trainer.max_epochs is 2"),
+    ],
+)  # fmt: skip
+def test_resuming_a_checkpoint_already_at_its_budget_is_refused(
+    tmp_path, capsys, monkeypatch, budget, extra, trained, refused, raised, steps, says
+):
     monkeypatch.chdir(tmp_path)
     fit = ["fit", "--config", "char_lm/tiny", "--trainer.enable_checkpointing", "true",
-           "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "-1",
-           "--trainer.limit_train_batches", "3", "--trainer.val_check_interval", "3",
-           "--trainer.limit_val_batches", "1"]  # fmt: skip
-    assert main([*fit, "--trainer.max_epochs", "2"]) == 0
+           "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+    flag = f"--trainer.{budget}"
+    assert main([*fit, flag, trained]) == 0
     (checkpoint,) = tmp_path.rglob("last.ckpt")
-    line = _error_line(capsys, *fit, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint))
-    assert line == (
-        f"rnn-zoo: error: {checkpoint}: has trained 2 epochs and trainer.max_epochs is 2: nothing "
-        "is left to train; raise --trainer.max_epochs"
-    )
-    assert main([*fit, "--trainer.max_epochs", "3", "--ckpt_path", str(checkpoint)]) == 0
-    assert torch.load(checkpoint, weights_only=True)["global_step"] == 9
+    line = _error_line(capsys, *fit, flag, refused, "--ckpt_path", str(checkpoint))
+    assert line == (f"rnn-zoo: error: {checkpoint}: {says}: nothing is left to train; raise {flag}")
+    assert main([*fit, flag, raised, "--ckpt_path", str(checkpoint)]) == 0
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == steps
 
 
 def test_resuming_a_checkpoint_that_spent_its_max_time_is_refused(tmp_path, capsys, monkeypatch):
