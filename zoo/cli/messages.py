@@ -116,22 +116,22 @@ def _source_of(path: str, args: list[str]) -> str:
     """Where the key at ``path`` (``model.core.hidden_size``) was given: the command line's flag
     for it or for a part of it (``--model.init_args.core.init_args.hidden_size``,
     ``--model.core.class_path`` for ``model.core``), else the recipe files."""
-    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    flags = _flags(args)
     parts = [".".join(p for p in flag[2:].split(".") if p != "init_args") for flag in flags]
-    typed = [f for f, p in zip(flags, parts) if p == path or p.startswith(f"{path}.")]
-    return f"command line {typed[-1]}" if typed else _recipes(args)
-
-
-def _recipes(args: list[str]) -> str:
-    return ", ".join(map(str, config_paths(args))) or "recipe"
+    return _where([f for f, p in zip(flags, parts) if p == path or p.startswith(f"{path}.")], args)
 
 
 def _source(key: str, args: list[str]) -> str:
-    """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size`` or ``core``) was
-    given: the command line's flag for it (or for a part of it: ``--model.core.class_path``),
-    else the recipe files."""
-    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
-    typed = [flag for flag in flags if flag == f"--{key}" or f".{key}." in f"{flag}."]
+    """Where ``key`` (``trainer.max_steps``, or a class's own ``hidden_size``), known without the
+    keys around it, was given: the last command-line flag that names it, else the recipe files."""
+    return _where([f for f in _flags(args) if f == f"--{key}" or f".{key}." in f"{f}."], args)
+
+
+def _flags(args: list[str]) -> list[str]:
+    return [a.split("=", 1)[0] for a in args if a.startswith("--")]
+
+
+def _where(typed: list[str], args: list[str]) -> str:
     return (
         f"command line {typed[-1]}"
         if typed
