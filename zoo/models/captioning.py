@@ -75,8 +75,6 @@ class CaptioningModel(nn.Module):
         pad_id: int,
     ) -> None:
         super().__init__()
-        if not 0 <= dropout <= 1:  # NaN fails too
-            raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
         self.encoder = encoder if encoder is not None else ImageEncoder()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.drop = Dropout(dropout)

@@ -41,8 +41,6 @@ class CharRNN(nn.Module):
         dropout_mask: Literal["element", "sequence"] = "element",
     ) -> None:
         super().__init__()
-        if not 0 <= dropout <= 1:  # NaN fails too
-            raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
         if dropout_mask not in ("element", "sequence"):
             raise ValueError(f"dropout_mask is {dropout_mask!r}: use 'element' or 'sequence'")
         self.embedding = nn.Embedding(vocab_size, embedding_dim)

@@ -67,8 +67,6 @@ class TranslationModel(nn.Module):
         reverse_source: bool,
     ) -> None:
         super().__init__()
-        if not 0 <= dropout <= 1:  # NaN fails too
-            raise ValueError(f"dropout is a probability, between 0 and 1; got {dropout}")
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=pad_id)
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         self.drop = Dropout(dropout)
